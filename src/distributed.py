@@ -1,0 +1,91 @@
+"""Rank awareness for `torchrun`: who am I, how many are we, and summing across ranks.
+
+A single process is simply world_size 1; nothing else in the code branches on "is distributed"
+except where it must (wrapping the model in DDP, reducing metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def world_from_env() -> World:
+    """What `torchrun` (or srun) tells this process through its environment."""
+    return World(
+        rank=int(os.environ.get("RANK", 0)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+    )
+
+
+def init_distributed(world: World, device: torch.device) -> None:
+    """Join the process group: nccl between GPUs, gloo on CPU."""
+    if not world.is_distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum over ranks in place (identity for one process)."""
+    if world.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj: object, world: World) -> object:
+    """Rank 0's value on every rank."""
+    if not world.is_distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def resolve_device(name: str, world: World) -> torch.device:
+    """auto picks cuda, then mps, then cpu; under DDP each process takes its local GPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device=cuda but no CUDA device is available")
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device=mps but MPS is not available")
+    return torch.device(name)
+
+
+if __name__ == "__main__":
+    world = world_from_env()
+    print(world, "device:", resolve_device("auto", world))

@@ -1,0 +1,78 @@
+"""Where metrics go: `metrics.csv` in the run directory (one row per logging event).
+
+Only rank 0 writes (`enabled=False` elsewhere). On resume the file is cut back to the
+checkpoint's step, so steps that were logged after the last checkpoint are not duplicated.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from src.files import atomic_open
+
+FIELDS = ["step", "epoch", "split", "loss", "acc", "lr", "samples_per_s", "time_s"]
+
+
+class MetricLogger:
+    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        self.enabled = enabled
+        self._handle: Any = None
+        self._writer: csv.DictWriter | None = None
+
+    def log(self, split: str, step: int, epoch: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self._writer is None:
+            self._open()
+        row = {"step": step, "epoch": epoch, "split": split}
+        row.update({k: _fmt(v) for k, v in metrics.items() if k in FIELDS})
+        assert self._writer is not None
+        self._writer.writerow(row)
+        self._handle.flush()
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (work that the resumed run will redo)."""
+        if not self.enabled or not self.path.exists():
+            return
+        with open(self.path, newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
+        with atomic_open(self.path, "w") as handle:
+            writer = csv.DictWriter(handle, FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._handle = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._handle, FIELDS, lineterminator="\n")
+        if new:
+            self._writer.writeheader()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle, self._writer = None, None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.8g}" if isinstance(value, float) else str(value)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = MetricLogger(tmp)
+        logger.log("train", 1, 0, {"loss": 2.3, "acc": 0.1, "lr": 0.01})
+        logger.log("train", 2, 0, {"loss": 2.1, "acc": 0.2, "lr": 0.01})
+        logger.truncate_after(1)
+        print(read_metrics(Path(tmp) / "metrics.csv"))

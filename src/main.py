@@ -1,0 +1,131 @@
+"""Train a model: `python -m src.main [overrides]` (or `make run ARGS="..."`).
+
+This file is the composition root: Hydra composes the config, `train` builds every object from
+it and hands them to the Runner, which owns the loop. Nothing else imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+
+from src import build, cli
+from src.checkpoint import Checkpointer, load_checkpoint
+from src.config.schema import register_configs
+from src.config.validate import check_config
+from src.distributed import (
+    World,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+    world_from_env,
+)
+from src.files import atomic_write_json
+from src.logger import MetricLogger
+from src.plots import plot_curves
+from src.progress import Progress
+from src.resume import locate_checkpoint
+from src.run_stamp import register_run_stamp
+from src.runner import Runner, RunnerOptions
+from src.signals import StopRequest
+from src.state import TrainState, seed_everything
+
+log = logging.getLogger(__name__)
+register_configs()
+register_run_stamp()
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Build everything from the config, fit, test; return the results written to results.json."""
+    check_config(cfg)
+    started = time.perf_counter()
+    world = world_from_env()
+    device = resolve_device(cfg.device, world)
+    init_distributed(world, device)
+    seed_everything(cfg.seed)
+    loaders = build.build_loaders(cfg, device, world)
+    model = build.build_model(cfg, device)
+    if world.is_distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.index else None)
+    optimizer = build.build_optimizer(cfg, model)
+    runner = Runner(
+        model,
+        optimizer,
+        build.build_criterion(cfg),
+        device,
+        scheduler=build.build_scheduler(cfg, optimizer, len(loaders.train)),
+        state=TrainState(),
+        options=RunnerOptions(**{k: cfg.runner[k] for k in RunnerOptions.__dataclass_fields__}),
+        checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, world.is_main),
+        logger=MetricLogger(run_dir, enabled=world.is_main),
+        progress=Progress(cfg.runner.progress, enabled=world.is_main),
+        world=world,
+        checkpoint_extra={"config": OmegaConf.to_container(cfg, resolve=True)},
+    )
+    resume_from(cfg, runner, run_dir)
+    with StopRequest() as runner.stop:
+        runner.fit(loaders.train, loaders.val)
+    results = {**runner.test(loaders.test), **summary(runner, cfg, started)}
+    if world.is_main:
+        finish_run_dir(run_dir, results)
+    return results
+
+
+def resume_from(cfg: DictConfig, runner: Runner, run_dir: Path) -> None:
+    if not cfg.resume:
+        return
+    path = locate_checkpoint(cfg.resume, cfg.output_root, str(run_dir))
+    if path is None:
+        return
+    runner.load(load_checkpoint(path, runner.device), source=str(path))
+    runner.logger.truncate_after(runner.state.step)
+    log.info("Resumed from %s at epoch %d, step %d", path, runner.state.epoch, runner.state.step)
+
+
+def summary(runner: Runner, cfg: DictConfig, started: float) -> dict[str, Any]:
+    state = runner.state
+    return {
+        f"best/{cfg.runner.monitor}": state.best_metric,
+        "best/step": state.best_step,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "train_time_s": round(state.train_time_s, 3),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "world_size": runner.world.world_size,
+        "status": "completed",
+    }
+
+
+def finish_run_dir(run_dir: Path, results: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "results.json", results)
+    if (run_dir / "metrics.csv").exists():
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    log.info("test/acc %.4f  test/loss %.4f", results["test/acc"], results["test/loss"])
+    print(f"test accuracy {results['test/acc']:.4f}  run directory {run_dir}")
+
+
+@hydra.main(version_base="1.3", config_path="config", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Hydra's entry point; returns the monitored metric so sweepers can optimise it."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = train(cfg, run_dir)
+    finally:
+        shutdown_distributed()
+    best = results[f"best/{cfg.runner.monitor}"]
+    return float(best) if best is not None else float("nan")
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    cli.run(main)
+
+__all__ = ["World", "main", "train"]

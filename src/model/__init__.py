@@ -1,0 +1,1 @@
+"""Models: plain `nn.Module`s that know nothing of configs, runners or training."""

@@ -1,0 +1,74 @@
+"""Find the checkpoint that `resume=...` names, and make Hydra reopen that run's directory.
+
+`resume=auto`         the newest run under output_root (or hydra.run.dir) that has last.pt;
+                      a fresh run when there is none (so a requeued job can always say auto)
+`resume=<file.pt>`    that checkpoint
+`resume=<run dir>`    <run dir>/checkpoints/last.pt
+Hydra picks the run directory before any of our code runs, so `resume_argv` rewrites the
+command line first: it points hydra.run.dir at the old run and replays that run's overrides
+(from .hydra/overrides.yaml), with the ones given now taking precedence.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from src.checkpoint import CheckpointError
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = Path(__file__).parent / "config" / "config.yaml"
+
+
+def locate_checkpoint(value: str, output_root: str, run_dir: str | None = None) -> Path | None:
+    """The checkpoint `resume=value` refers to; None for auto with nothing to resume."""
+    if value == "auto":
+        roots = [Path(run_dir)] if run_dir else [Path(output_root)]
+        found = [p for root in roots for p in root.glob("**/checkpoints/last.pt")]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    path = Path(value)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.pt", path / "last.pt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"resume={value}: no checkpoints/last.pt in that folder")
+    if not path.is_file():
+        raise CheckpointError(f"resume={value}: no such checkpoint file or run directory")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """<run>/checkpoints/x.pt -> <run>."""
+    return checkpoint.resolve().parent.parent
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Rewrite a command line that asks to resume (single runs only; sweeps resume per trial)."""
+    args = argv[1:]
+    given = dict(_split(a) for a in args if "=" in a and not a.startswith("-"))
+    value = given.get("resume")
+    if value in (None, "", "null") or any(a in ("-m", "--multirun") for a in args):
+        return argv
+    output_root = given.get("output_root") or str(OmegaConf.load(CONFIG_FILE).output_root)
+    checkpoint = locate_checkpoint(value, output_root, given.get("hydra.run.dir"))
+    if checkpoint is None:
+        log.warning("resume=auto: no run with checkpoints/last.pt under %s; starting fresh", output_root)
+        return [argv[0], *(a for a in args if _split(a)[0] != "resume")]
+    run_dir = run_dir_of(checkpoint)
+    replay = _saved_overrides(run_dir)
+    fixed = {"resume", "hydra.run.dir"}
+    merged = [o for o in replay if _split(o)[0] not in set(given) | fixed]
+    merged += [a for a in args if _split(a)[0] not in fixed]
+    return [argv[0], *merged, f"hydra.run.dir={run_dir}", f"resume={checkpoint}"]
+
+
+def _saved_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []

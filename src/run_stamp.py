@@ -1,0 +1,34 @@
+"""`${run_stamp:}`: the name of a run directory, identical on every rank of one job.
+
+Each torchrun rank composes its own config, so a plain `${now:...}` could name different
+folders on different ranks. Precedence: $RUN_STAMP (launch.sh sets it for every mode), then the
+torchrun job id with the date, then the current time; the result is fixed for the process.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from functools import cache
+
+from omegaconf import OmegaConf
+
+
+@cache
+def run_stamp() -> str:
+    if os.environ.get("RUN_STAMP"):
+        return os.environ["RUN_STAMP"]
+    now = datetime.now()
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if job and job != "none":
+        return f"{now:%Y-%m-%d}/torchrun-{job[:12]}"
+    return f"{now:%Y-%m-%d}/{now:%H-%M-%S}-{now.microsecond // 1000:03d}"
+
+
+def register_run_stamp() -> None:
+    if not OmegaConf.has_resolver("run_stamp"):
+        OmegaConf.register_new_resolver("run_stamp", run_stamp)
+
+
+if __name__ == "__main__":
+    print(run_stamp())

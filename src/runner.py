@@ -1,0 +1,301 @@
+"""The training loop. Everything it uses is built elsewhere (`main.py`) and handed in.
+
+    for epoch in range(state.epoch, max_epochs):
+        for batch in train_loader (from state.batch_in_epoch):
+            forward, loss, backward                      # under autocast when precision asks
+            every accumulate_grad_batches: clip, optimizer.step, scheduler.step, state.step += 1
+            every log_every_n_steps: read metrics back, log them, update the bars
+            every checkpoint_every_n_steps: write last.pt
+            stop early on max_steps or a stop signal (after writing last.pt)
+        validate -> log, best.pt when the monitored metric improves, last.pt
+    test (separately, `Runner.test`) with the best or the last weights
+
+The Runner imports nothing from Hydra or the config: it sees plain PyTorch objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from src.checkpoint import Checkpointer, load_checkpoint, load_model_weights
+from src.distributed import World, all_reduce_sum
+from src.logger import MetricLogger
+from src.metrics import SumMeter, WindowMeter
+from src.progress import Progress
+from src.signals import StopRequest
+from src.state import TrainState, capture_rng, restore_rng
+
+log = logging.getLogger(__name__)
+
+
+class StopTraining(Exception):
+    """Raised out of `fit` when a run must end early; `exit_code` is what the process returns."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class RunnerOptions:
+    """How long to run and how often to look; see src/config/schema.py for each meaning."""
+
+    max_epochs: int = 2
+    max_steps: int = -1
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 0
+    monitor: str = "val/acc"
+    monitor_mode: str = "max"
+    on_nonfinite: str = "stop"
+    test_ckpt: str = "best"
+    limit_train_batches: int = -1
+    limit_val_batches: int = -1
+    precision: str = "32"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float = 0.0
+
+
+class Runner:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        criterion: nn.Module,
+        device: torch.device,
+        *,
+        scheduler: Any = None,
+        state: TrainState | None = None,
+        options: RunnerOptions | None = None,
+        checkpointer: Checkpointer | None = None,
+        logger: MetricLogger | None = None,
+        progress: Progress | None = None,
+        world: World | None = None,
+        stop: StopRequest | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.criterion = model, optimizer, criterion
+        self.device, self.scheduler = device, scheduler
+        self.state = state or TrainState()
+        self.opt = options or RunnerOptions()
+        self.checkpointer = checkpointer or Checkpointer(".", enabled=False)
+        self.logger = logger or MetricLogger(".", enabled=False)
+        self.progress = progress or Progress("none")
+        self.world = world or World()
+        self.stop = stop or StopRequest()
+        self.checkpoint_extra = checkpoint_extra or {}
+        self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
+        window = self.opt.log_every_n_steps * self.opt.accumulate_grad_batches
+        self.meter = WindowMeter(max(window, 1), device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.opt.precision == "16-mixed")
+        self._last_log = (time.perf_counter(), self.state.samples_seen)
+
+    # ----------------------------------------------------------------------------- training
+    def fit(self, train_loader: Any, val_loader: Any) -> None:
+        s, opt = self.state, self.opt
+        started = time.perf_counter()
+        self.progress.start(opt.max_epochs, s.epoch)
+        try:
+            while s.epoch < opt.max_epochs and not self._reached_max_steps():
+                self._train_epoch(train_loader)
+                if self._should_stop():
+                    self._save_last()
+                    raise StopTraining(self._stop_message(), self.stop.exit_code)
+                self._validate_and_save(val_loader, self._epoch_length(train_loader))
+            s.finished = True
+        finally:
+            s.train_time_s += time.perf_counter() - started
+            self.progress.close()
+        self._save_last()
+
+    def _train_epoch(self, loader: Any) -> None:
+        s, opt = self.state, self.opt
+        length = self._epoch_length(loader)
+        loader.set_epoch(s.epoch, s.batch_in_epoch)
+        self.model.train()
+        self.progress.start_epoch(s.epoch, length, s.batch_in_epoch)
+        for batch in loader:
+            if s.batch_in_epoch >= length:
+                break
+            stepped = self._train_batch(batch)
+            s.batch_in_epoch += 1
+            self.progress.advance()
+            if not stepped:
+                continue
+            if s.step % opt.log_every_n_steps == 0:
+                self._log_train()
+            if opt.checkpoint_every_n_steps > 0 and s.step % opt.checkpoint_every_n_steps == 0:
+                self._save_last()
+            if self._should_stop() or self._reached_max_steps():
+                return
+
+    def _train_batch(self, batch: Any) -> bool:
+        """Forward and backward one batch; step the optimizer when accumulation is complete."""
+        inputs, targets = batch
+        accumulate = self.opt.accumulate_grad_batches
+        boundary = (self.state.batch_in_epoch + 1) % accumulate == 0
+        with self._autocast():
+            outputs = self.model(inputs)
+            loss = self.criterion(outputs, targets)
+        self.meter.update(loss, outputs, targets)
+        self.state.samples_seen += int(targets.shape[0]) * self.world.world_size
+        if self.opt.on_nonfinite == "skip" and not bool(torch.isfinite(loss)):
+            log.warning("skipping batch %d: non-finite loss", self.state.batch_in_epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        sync = boundary or not hasattr(self.model, "no_sync")
+        with nullcontext() if sync else self.model.no_sync():
+            self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
+        if not boundary:
+            return False
+        if self.opt.gradient_clip_val > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.gradient_clip_val)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.state.step += 1
+        return True
+
+    def _autocast(self) -> Any:
+        dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(self.opt.precision)
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------------------ logging
+    def _log_train(self) -> None:
+        """Read the window back from the device (the only host sync of a logging step)."""
+        if len(self.meter) == 0:
+            return
+        self._check_finite()
+        s = self.state
+        window = self.meter.drain(self.world)
+        now = time.perf_counter()
+        then, seen = self._last_log
+        self._last_log = (now, s.samples_seen)
+        metrics = {
+            "loss": window["loss"],
+            "acc": window["acc"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "samples_per_s": (s.samples_seen - seen) / max(now - then, 1e-9),
+        }
+        self.logger.log("train", s.step, s.epoch, metrics)
+        self.progress.show(s.step, s.epoch, metrics)
+
+    def _check_finite(self) -> None:
+        bad = self.meter.first_nonfinite()
+        if bad is None or self.opt.on_nonfinite == "skip":
+            return
+        accumulate = self.opt.accumulate_grad_batches
+        batch = self.state.batch_in_epoch - len(self.meter) + bad
+        step = self.state.step - (len(self.meter) - bad - 1) // accumulate
+        raise StopTraining(
+            f"non-finite loss at step {step} (epoch {self.state.epoch}, batch {batch}); "
+            f"last good checkpoint kept at {self.checkpointer.last}",
+            exit_code=3,
+        )
+
+    # --------------------------------------------------------------------------- evaluation
+    def _validate_and_save(self, loader: Any, epoch_length: int) -> None:
+        """Validate, then move the counters to the next epoch if this one is complete."""
+        self._log_train()
+        s, opt = self.state, self.opt
+        metrics = self.evaluate(loader, "val", opt.limit_val_batches)
+        self.logger.log("val", s.step, s.epoch, {k.split("/")[1]: v for k, v in metrics.items()})
+        self.progress.end_epoch(s.epoch, metrics)
+        if s.batch_in_epoch >= epoch_length:
+            s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+        value = metrics.get(opt.monitor)
+        if value is not None and self._improved(value):
+            s.best_metric, s.best_step = value, s.step
+            self.checkpointer.save_best(self.checkpoint())
+        self._save_last()
+
+    def _improved(self, value: float) -> bool:
+        best = self.state.best_metric
+        if best is None:
+            return True
+        return value > best if self.opt.monitor_mode == "max" else value < best
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any, split: str, limit: int = -1) -> dict[str, float]:
+        """Loss and accuracy over the loader, every sample counted once across ranks."""
+        was_training = self.module.training
+        self.module.eval()
+        meter = SumMeter(self.device)
+        for i, (inputs, targets) in enumerate(loader):
+            if 0 <= limit <= i:
+                break
+            with self._autocast():
+                outputs = self.module(inputs)
+                loss = self.criterion(outputs, targets)
+            meter.update(loss.float(), outputs, targets)
+        self.module.train(was_training)
+        return meter.result(self.world, split)
+
+    def test(self, loader: Any) -> dict[str, float]:
+        """Evaluate on the test set with the weights `test_ckpt` names (best.pt when it exists)."""
+        best = self.checkpointer.best
+        if self.opt.test_ckpt == "best" and best.is_file():
+            load_model_weights(self.module, load_checkpoint(best, self.device)["model"], best)
+        return self.evaluate(loader, "test")
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        """The whole training state, with `checkpoint_extra` (e.g. the resolved config)."""
+        return {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "state": self.state.state_dict(),
+            "meter": self.meter.state_dict(),
+            "rng": capture_rng(),
+            **self.checkpoint_extra,
+        }
+
+    def load(self, payload: dict[str, Any], source: str = "checkpoint") -> None:
+        load_model_weights(self.module, payload["model"], source)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload["scheduler"] is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.state.load_state_dict(payload["state"])
+        self.meter.load_state_dict(payload["meter"])
+        restore_rng(payload["rng"])
+        self._last_log = (time.perf_counter(), self.state.samples_seen)
+
+    def _save_last(self) -> None:
+        if self.checkpointer.enabled:
+            self._check_finite()
+            self.checkpointer.save_last(self.checkpoint(), self.state.step)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _epoch_length(self, loader: Any) -> int:
+        limit = self.opt.limit_train_batches
+        return len(loader) if limit < 0 else min(limit, len(loader))
+
+    def _reached_max_steps(self) -> bool:
+        return 0 <= self.opt.max_steps <= self.state.step
+
+    def _should_stop(self) -> bool:
+        """Under DDP every rank must stop at the same step, so the flag is summed over ranks."""
+        if not self.world.is_distributed:
+            return self.stop.requested
+        flag = torch.tensor([float(self.stop.requested)], device=self.device)
+        if all_reduce_sum(flag, self.world).item() > 0 and not self.stop.requested:
+            self.stop.request(15)  # another rank was signalled: stop like SIGTERM
+        return self.stop.requested
+
+    def _stop_message(self) -> str:
+        where = self.checkpointer.last if self.checkpointer.enabled else "nowhere (checkpoints off)"
+        return f"stopped by signal {self.stop.signum} at step {self.state.step}; saved {where}"

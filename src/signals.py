@@ -1,0 +1,58 @@
+"""Turn SIGINT, SIGTERM and SIGUSR1 into a flag the training loop reads between steps.
+
+The loop then finishes its step, writes last.pt and exits with 128 + the signal number
+(130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1, SLURM's pre-emption warning). A second Ctrl-C aborts at
+once, for when even one more step is too long to wait.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+HANDLED = ("SIGINT", "SIGTERM", "SIGUSR1")
+
+
+class StopRequest:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or 0)
+
+    def request(self, signum: int) -> None:
+        self.signum = signum
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.signum = signum
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in HANDLED:
+                if hasattr(signal, name):
+                    num = getattr(signal, name)
+                    self._previous[num] = signal.signal(num, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for num, handler in self._previous.items():
+            signal.signal(num, handler)
+        self._previous.clear()
+
+
+if __name__ == "__main__":
+    import os
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("stop requested:", stop.requested, "exit code:", stop.exit_code)
