@@ -71,7 +71,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {reason})") from err
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt: {reason})"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} was not written by this template (format_version differs)")
     return payload

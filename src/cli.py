@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -34,21 +34,35 @@ USER_ERRORS = (
 
 def one_line(err: BaseException) -> str:
     """Condense an exception (and Hydra's chained cause) to a single readable line."""
-    parts = []
-    for exc in (err, err.__cause__):
-        if exc is None:
+    head, *rest = _lines(err) or [type(err).__name__]
+    cause = _lines(err.__cause__) if err.__cause__ is not None else []
+    return " ".join(dict.fromkeys([head, *cause, *rest]))  # dedupe, keep order
+
+
+def _lines(err: BaseException) -> list[str]:
+    """Meaningful lines of a message; Hydra's option lists become 'a, b, c'."""
+    lines: list[str] = []
+    for raw in str(err).splitlines():
+        line = raw.strip()
+        if line.startswith(("Config search path", "full_key:", "object_type=", "reference_type")):
+            break
+        if not line:
             continue
-        lines = []
-        for raw in str(exc).splitlines():
-            line = raw.strip()
-            if line.startswith(("Config search path", "full_key:", "object_type=", "reference_type")):
-                break
-            if line:
-                lines.append(line)
-        text = " ".join(lines)
-        if text and text not in parts:
-            parts.append(text)
-    return " ".join(parts) or type(err).__name__
+        if raw.startswith("\t") and lines and not lines[-1].endswith(":"):
+            lines[-1] += f", {line}"  # continuation of an indented option list
+        else:
+            lines.append(line)
+    return lines
+
+
+def exit_with(err: BaseException) -> NoReturn:
+    """Print one line for a user error (or a stopped run) and exit with its code."""
+    if isinstance(err, StopTraining):
+        logging.getLogger("src.main").error("%s", err)
+        print(err, file=sys.stderr)
+        sys.exit(err.exit_code)
+    print(f"error: {one_line(err)}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run(entry: Callable[[], Any]) -> None:
@@ -57,12 +71,7 @@ def run(entry: Callable[[], Any]) -> None:
     try:
         sys.argv = resume_argv(sys.argv)
         entry()
-    except StopTraining as stop:
-        logging.getLogger("src.main").error("%s", stop)
-        print(stop, file=sys.stderr)
-        sys.exit(stop.exit_code)
-    except USER_ERRORS as err:
-        if wants_traceback:
+    except (StopTraining, *USER_ERRORS) as err:
+        if wants_traceback and not isinstance(err, StopTraining):
             raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(err)

@@ -47,7 +47,7 @@ class MetricLogger:
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self._handle = open(self.path, "a", newline="")
+        self._handle = open(self.path, "a", newline="")  # noqa: SIM115 (kept open across logs)
         self._writer = csv.DictWriter(self._handle, FIELDS, lineterminator="\n")
         if new:
             self._writer.writeheader()

@@ -14,6 +14,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
@@ -34,7 +35,7 @@ from src.plots import plot_curves
 from src.progress import Progress
 from src.resume import locate_checkpoint
 from src.run_stamp import register_run_stamp
-from src.runner import Runner, RunnerOptions
+from src.runner import Runner, RunnerOptions, StopTraining
 from src.signals import StopRequest
 from src.state import TrainState, seed_everything
 
@@ -115,13 +116,25 @@ def finish_run_dir(run_dir: Path, results: dict[str, Any]) -> None:
 @hydra.main(version_base="1.3", config_path="config", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra's entry point; returns the monitored metric so sweepers can optimise it."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         results = train(cfg, run_dir)
+    except (StopTraining, *cli.USER_ERRORS) as err:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            cli.exit_with(err)  # one line and a non-zero exit, no traceback
+        return record_failure(run_dir, err)  # a sweep records it and goes on
     finally:
         shutdown_distributed()
     best = results[f"best/{cfg.runner.monitor}"]
     return float(best) if best is not None else float("nan")
+
+
+def record_failure(run_dir: Path, err: BaseException) -> float:
+    message = cli.one_line(err)
+    log.error("trial failed: %s", message)
+    atomic_write_json(run_dir / "results.json", {"status": "failed", "error": message})
+    return float("nan")
 
 
 if __name__ == "__main__":

@@ -53,16 +53,18 @@ class WindowMeter:
         """Sample-weighted loss and accuracy over the window, summed over ranks; then reset."""
         n = len(self)
         counts = torch.tensor(self.counts, dtype=self.losses.dtype).to(self.losses.device)
-        sums = torch.stack(
-            [(self.losses[:n] * counts).sum(), self.correct[:n].sum(), counts.sum()]
-        )
+        sums = torch.stack([(self.losses[:n] * counts).sum(), self.correct[:n].sum(), counts.sum()])
         loss_sum, correct, count = all_reduce_sum(sums, world).tolist()
         self.counts = []
         return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "count": count}
 
     def state_dict(self) -> dict[str, Any]:
         n = len(self)
-        return {"losses": self.losses[:n].cpu(), "correct": self.correct[:n].cpu(), "counts": self.counts}
+        return {
+            "losses": self.losses[:n].cpu(),
+            "correct": self.correct[:n].cpu(),
+            "counts": self.counts,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = len(state["counts"])

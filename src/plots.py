@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from src.logger import read_metrics  # noqa: E402
+from src.logger import read_metrics
 
 
 def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:

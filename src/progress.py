@@ -33,13 +33,26 @@ class Progress:
 
     def start(self, max_epochs: int, epoch: int) -> None:
         if self.mode == "bar":
-            self._epochs = tqdm(total=max_epochs, initial=epoch, desc="epochs", position=0,
-                                dynamic_ncols=True, mininterval=0.2)
+            self._epochs = tqdm(
+                total=max_epochs,
+                initial=epoch,
+                desc="epochs",
+                position=0,
+                dynamic_ncols=True,
+                mininterval=0.2,
+            )
 
     def start_epoch(self, epoch: int, total: int, done: int = 0) -> None:
         if self.mode == "bar":
-            self._batches = tqdm(total=total, initial=done, desc=f"epoch {epoch}", position=1,
-                                 leave=False, dynamic_ncols=True, mininterval=0.2)
+            self._batches = tqdm(
+                total=total,
+                initial=done,
+                desc=f"epoch {epoch}",
+                position=1,
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=0.2,
+            )
 
     def advance(self) -> None:
         """One batch done: cheap enough for every step (tqdm only redraws on its interval)."""

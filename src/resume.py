@@ -59,7 +59,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     output_root = given.get("output_root") or str(OmegaConf.load(CONFIG_FILE).output_root)
     checkpoint = locate_checkpoint(value, output_root, given.get("hydra.run.dir"))
     if checkpoint is None:
-        log.warning("resume=auto: no run with checkpoints/last.pt under %s; starting fresh", output_root)
+        log.warning(
+            "resume=auto: no run with checkpoints/last.pt under %s; starting fresh", output_root
+        )
         return [argv[0], *(a for a in args if _split(a)[0] != "resume")]
     run_dir = run_dir_of(checkpoint)
     replay = _saved_overrides(run_dir)

@@ -149,8 +149,8 @@ class Runner:
             log.warning("skipping batch %d: non-finite loss", self.state.batch_in_epoch)
             self.optimizer.zero_grad(set_to_none=True)
             return False
-        sync = boundary or not hasattr(self.model, "no_sync")
-        with nullcontext() if sync else self.model.no_sync():
+        no_sync = getattr(self.model, "no_sync", None)  # DDP: skip the all-reduce mid-accumulation
+        with nullcontext() if boundary or no_sync is None else no_sync():
             self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
         if not boundary:
             return False

@@ -120,15 +120,22 @@ class Config:
     runner: RunnerConfig = MISSING
 
 
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "data": {"mnist": DataConfig},
+    "model": {"cnn": CNNConfig, "mlp": MLPConfig},
+    "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
+    "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
+    "runner": {"default": RunnerConfig},
+}
+
+
 def register_configs() -> None:
-    """Make the schemas available to the yaml files as `base_<name>` defaults."""
+    """Make each schema available to the yaml files as `/schema/<group>/<name>@_here_`.
+
+    They live in their own `schema/` group so they never show up as selectable options.
+    """
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    cs.store(group="data", name="base_data", node=DataConfig)
-    cs.store(group="model", name="base_cnn", node=CNNConfig)
-    cs.store(group="model", name="base_mlp", node=MLPConfig)
-    cs.store(group="optimizer", name="base_adamw", node=AdamWConfig)
-    cs.store(group="optimizer", name="base_sgd", node=SGDConfig)
-    cs.store(group="scheduler", name="base_onecycle", node=OneCycleConfig)
-    cs.store(group="scheduler", name="base_cosine", node=CosineConfig)
-    cs.store(group="runner", name="base_runner", node=RunnerConfig)
+    cs.store(group="schema", name="config", node=Config)
+    for group, options in SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)

@@ -54,7 +54,9 @@ def config_problems(cfg: Any) -> list[str]:
             problems.append(f"{key} must be {relation} {low} (got {value})")
     monitor = str(_get(cfg, "runner.monitor"))
     if not monitor.startswith("val/"):
-        problems.append(f"runner.monitor must be a validation metric like val/acc (got {monitor!r})")
+        problems.append(
+            f"runner.monitor must be a validation metric like val/acc (got {monitor!r})"
+        )
     return problems
 
 

@@ -43,8 +43,10 @@ class InMemoryLoader:
     ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-        if batch_size < 1 or batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of world_size {world_size}")
+        if batch_size < 1 or (shuffle and batch_size % world_size):
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of world_size {world_size}"
+            )
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.collate = batch_size, collate
         self.shuffle, self.seed = shuffle, seed

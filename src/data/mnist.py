@@ -58,13 +58,16 @@ def build_loaders(
     test_x, test_y = load_tensors(dataset_cls, root, train=False)
     (train_x, train_y), (val_x, val_y) = split_train_val(train_x, train_y, val_size, split_seed)
     collate = NormalizeImages(mean, std, device)
-    shard = {"rank": rank, "world_size": world_size}
+
+    def loader(x: torch.Tensor, y: torch.Tensor, batch: int, shuffle: bool) -> InMemoryLoader:
+        return InMemoryLoader(
+            x, y, batch, collate, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size
+        )
+
     return Loaders(
-        train=InMemoryLoader(
-            train_x, train_y, batch_size, collate, shuffle=True, seed=seed, **shard
-        ),
-        val=InMemoryLoader(val_x, val_y, eval_batch_size, collate, **shard),
-        test=InMemoryLoader(test_x, test_y, eval_batch_size, collate, **shard),
+        train=loader(train_x, train_y, batch_size, shuffle=True),
+        val=loader(val_x, val_y, eval_batch_size, shuffle=False),
+        test=loader(test_x, test_y, eval_batch_size, shuffle=False),
     )
 
 

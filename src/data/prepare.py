@@ -82,7 +82,9 @@ def _routes(dataset_cls: Any) -> list[tuple[str, Any]]:
     return routes
 
 
-def _install_verified(files: dict[str, Path], raw: Path, expected_md5: dict[str, str] | None) -> None:
+def _install_verified(
+    files: dict[str, Path], raw: Path, expected_md5: dict[str, str] | None
+) -> None:
     """Check every new file's md5, then move them into place one atomic rename each."""
     for name, path in files.items():
         if expected_md5 and md5sum(path) != expected_md5[name]:
@@ -152,6 +154,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),  # the same function, as numpy >= 2 names it
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
     }
@@ -159,7 +162,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        if module == "numpy.core.multiarray":
+        if name == "_reconstruct":
             return _reconstruct()
         return getattr(np, name)
 
@@ -171,10 +174,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _reconstruct() -> Any:
-    try:
-        from numpy._core import multiarray  # numpy >= 2 moved numpy.core to numpy._core
+    import importlib
+
+    try:  # numpy >= 2 moved numpy.core to numpy._core
+        multiarray = importlib.import_module("numpy._core.multiarray")
     except ImportError:
-        from numpy.core import multiarray
+        multiarray = importlib.import_module("numpy.core.multiarray")
     return multiarray._reconstruct
 
 
