@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run test lint format clean
+.PHONY: help install install-conda run eval test lint format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,3 +38,7 @@ format:  ## format the code in place
 clean:  ## remove run outputs and caches (keeps data/ and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+eval:  ## evaluate a checkpoint on the test set: make eval CKPT=<file.pt> or RUN=<run dir>
+	@test -n "$(CKPT)$(RUN)" || { echo "usage: make eval CKPT=<file.pt> | RUN=<run dir> [ARGS=...]"; exit 2; }
+	$(PY) -m src.eval $(if $(CKPT),ckpt=$(CKPT),run=$(RUN)) $(ARGS)

@@ -69,7 +69,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         logger=MetricLogger(run_dir, enabled=world.is_main),
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
-        checkpoint_extra={"config": OmegaConf.to_container(cfg, resolve=True)},
+        checkpoint_extra={"config": portable_config(cfg)},
     )
     resume_from(cfg, runner, run_dir)
     with StopRequest() as runner.stop:
@@ -78,6 +78,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if world.is_main:
         finish_run_dir(run_dir, results)
     return results
+
+
+def portable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, with paths made absolute so it works from anywhere."""
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    config["data"]["root"] = str(Path(cfg.data.root).resolve())
+    return config
 
 
 def resume_from(cfg: DictConfig, runner: Runner, run_dir: Path) -> None:

@@ -12,6 +12,7 @@ command line first: it points hydra.run.dir at the old run and replays that run'
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -68,7 +69,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     fixed = {"resume", "hydra.run.dir"}
     merged = [o for o in replay if _split(o)[0] not in set(given) | fixed]
     merged += [a for a in args if _split(a)[0] not in fixed]
-    return [argv[0], *merged, f"hydra.run.dir={run_dir}", f"resume={checkpoint}"]
+    # The run's own .hydra/ record stays as it was; this resume's goes in a subfolder.
+    record = f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y%m%d-%H%M%S}"
+    return [argv[0], *merged, f"hydra.run.dir={run_dir}", record, f"resume={checkpoint}"]
 
 
 def _saved_overrides(run_dir: Path) -> list[str]:

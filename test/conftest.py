@@ -31,7 +31,7 @@ def cli() -> CLI:
     def run(
         *args: str, module: str = "src.main", timeout: float = 300, **kwargs
     ) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
         env.pop("HYDRA_FULL_ERROR", None)
         return subprocess.run(
             [sys.executable, "-m", module, *args],

@@ -1,0 +1,80 @@
+"""Evaluate a checkpoint on the test set, using only what the checkpoint holds.
+
+    python -m src.eval ckpt=outputs/<date>/<time>/checkpoints/best.pt
+    python -m src.eval run=outputs/<date>/<time>            # that run's best.pt
+    python -m src.eval run=... device=cpu data.root=/elsewhere  # optional overrides
+
+The model and data are rebuilt from the resolved config stored inside the checkpoint, so the
+original command line is not needed. Results go to `<run dir>/eval/results.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src import build
+from src.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from src.cli import USER_ERRORS, exit_with
+from src.distributed import World, resolve_device
+from src.files import atomic_write_json
+from src.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
+    """`ckpt=` or `run=` picks the checkpoint; other key=value pairs override its config."""
+    pairs = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    unknown = [arg for arg in argv if "=" not in arg]
+    if unknown or ("ckpt" in pairs) == ("run" in pairs):
+        raise CheckpointError(
+            "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [key=value ...]"
+        )
+    if "ckpt" in pairs:
+        path = Path(pairs.pop("ckpt"))
+    else:
+        path = Path(pairs.pop("run")) / "checkpoints" / "best.pt"
+    return path, [f"{k}={v}" for k, v in pairs.items()]
+
+
+def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
+    payload = load_checkpoint(path)
+    if "config" not in payload:
+        raise CheckpointError(f"{path} holds no config to rebuild the model from")
+    # A single pass is not worth a compile; any override given here still wins.
+    given = OmegaConf.from_dotlist(["runner.compile=false", *overrides])
+    cfg: DictConfig = OmegaConf.merge(payload["config"], given)  # type: ignore[assignment]
+    world = World()
+    device = resolve_device(cfg.device, world)
+    loaders = build.build_loaders(cfg, device, world)
+    model = build.build_model(cfg, device)
+    load_model_weights(getattr(model, "_orig_mod", model), payload["model"], path)
+    runner = Runner(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), build.build_criterion(cfg), device
+    )
+    results = runner.evaluate(loaders.test, "test")
+    results.update({"checkpoint": str(path), "step": payload["state"]["step"]})
+    return results
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    path, overrides = parse_args(argv)
+    results = evaluate_checkpoint(path, overrides)
+    out = path.resolve().parent.parent / "eval" / "results.json"
+    atomic_write_json(out, results)
+    print(f"test/acc {results['test/acc']:.4f}  test/loss {results['test/loss']:.4f}  -> {out}")
+    return results
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    try:
+        main(sys.argv[1:])
+    except USER_ERRORS as err:
+        exit_with(err)

