@@ -58,7 +58,7 @@ def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
     runner = Runner(
         model, torch.optim.SGD(model.parameters(), lr=0.0), build.build_criterion(cfg), device
     )
-    results = runner.evaluate(loaders.test, "test")
+    results: dict[str, Any] = dict(runner.evaluate(loaders.test, "test"))
     results.update({"checkpoint": str(path), "step": payload["state"]["step"]})
     return results
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from helpers import write_mnist_like
 
 REPO = Path(__file__).resolve().parents[1]

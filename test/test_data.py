@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_digits, write_mnist_like
 from torchvision.datasets import MNIST
 
+from helpers import synthetic_digits, write_mnist_like
 from src.data import prepare
 from src.data.collate import NormalizeImages
 from src.data.idx import DataError, md5sum, verify_files
