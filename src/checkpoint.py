@@ -9,6 +9,8 @@ Layout inside a run directory:
 from __future__ import annotations
 
 import os
+import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,25 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, keep_last_k: int = 1, enabled: bool = True) -> None:
+    """Writes last.pt / best.pt / step-N.pt, off the training thread.
+
+    `save` snapshots the payload (a copy of every tensor, cheap next to a training step) and hands
+    it to one background writer, so the loop never waits for serialisation or fsync. Writes happen
+    in order; `wait()` blocks until all are on disk and re-raises a failed write (e.g. disk full).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        keep_last_k: int = 1,
+        enabled: bool = True,
+        asynchronous: bool = True,
+    ) -> None:
         self.directory = Path(directory)
         self.keep_last_k = keep_last_k
         self.enabled = enabled  # False on DDP ranks other than 0, and in debug runs
+        self._writer = ThreadPoolExecutor(max_workers=1) if asynchronous else None
+        self._pending: list[Future[None]] = []
 
     @property
     def last(self) -> Path:
@@ -37,24 +54,59 @@ class Checkpointer:
     def best(self) -> Path:
         return self.directory / "best.pt"
 
-    def save_last(self, payload: dict[str, Any], step: int) -> None:
-        """Write last.pt; also keep it as step-<n>.pt when keep_last_k > 0."""
+    def save(self, payload: dict[str, Any], step: int, is_best: bool = False) -> None:
+        """last.pt always; best.pt too when `is_best`; step-<n>.pt when keep_last_k > 0."""
         if not self.enabled:
             return
+        self._raise_failed()
+        if self._writer is None:
+            self._write(payload, step, is_best)
+            return
+        snapshot = _copy_tensors(payload)
+        self._pending.append(self._writer.submit(self._write, snapshot, step, is_best))
+
+    def wait(self) -> None:
+        """Block until every checkpoint handed to `save` is on disk."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in done:
+            future.result()
+
+    def _write(self, payload: dict[str, Any], step: int, is_best: bool) -> None:
         save_checkpoint(self.last, payload)
+        if is_best:
+            _link_or_copy(self.last, self.best)
         if self.keep_last_k > 0:
-            numbered = self.directory / f"step-{step:07d}.pt"
-            numbered.unlink(missing_ok=True)
-            try:
-                os.link(self.last, numbered)  # same bytes, no second write
-            except OSError:
-                save_checkpoint(numbered, payload)
+            _link_or_copy(self.last, self.directory / f"step-{step:07d}.pt")
             for old in sorted(self.directory.glob("step-*.pt"))[: -self.keep_last_k]:
                 old.unlink(missing_ok=True)
 
-    def save_best(self, payload: dict[str, Any]) -> None:
-        if self.enabled:
-            save_checkpoint(self.best, payload)
+
+def _copy_tensors(value: Any) -> Any:
+    """A snapshot that training can no longer change (parameters are updated in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _copy_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_tensors(v) for v in value)
+    return value
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Atomically make `target` hold the same bytes as `source` (a hard link: no second write)."""
+    temp = target.with_name(f".{target.name}.link")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(source, temp)
+    except OSError:
+        shutil.copyfile(source, temp)
+    os.replace(temp, target)
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -95,5 +147,6 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Checkpointer(tmp, keep_last_k=2)
         for step in (1, 2, 3):
-            ckpt.save_last({"step": step}, step)
+            ckpt.save({"step": step}, step, is_best=step == 2)
+        ckpt.wait()
         print(sorted(p.name for p in Path(tmp).iterdir()), load_checkpoint(ckpt.last)["step"])

@@ -26,33 +26,24 @@ def _resolve_mode(mode: str) -> str:
 
 
 class Progress:
-    def __init__(self, mode: str = "auto", enabled: bool = True) -> None:
+    def __init__(self, mode: str = "auto", enabled: bool = True, file: Any = None) -> None:
         self.mode = _resolve_mode(mode) if enabled else "none"
+        self.file = file  # where bars draw (tqdm's default, stderr, when None)
         self._epochs: Any = None
         self._batches: Any = None
 
     def start(self, max_epochs: int, epoch: int) -> None:
         if self.mode == "bar":
-            self._epochs = tqdm(
-                total=max_epochs,
-                initial=epoch,
-                desc="epochs",
-                position=0,
-                dynamic_ncols=True,
-                mininterval=0.2,
-            )
+            self._epochs = self._bar(total=max_epochs, initial=epoch, desc="epochs", position=0)
 
     def start_epoch(self, epoch: int, total: int, done: int = 0) -> None:
         if self.mode == "bar":
-            self._batches = tqdm(
-                total=total,
-                initial=done,
-                desc=f"epoch {epoch}",
-                position=1,
-                leave=False,
-                dynamic_ncols=True,
-                mininterval=0.2,
+            self._batches = self._bar(
+                total=total, initial=done, desc=f"epoch {epoch}", position=1, leave=False
             )
+
+    def _bar(self, **kwargs: Any) -> Any:
+        return tqdm(file=self.file, dynamic_ncols=True, mininterval=0.2, **kwargs)
 
     def advance(self) -> None:
         """One batch done: cheap enough for every step (tqdm only redraws on its interval)."""

@@ -95,24 +95,28 @@ class Runner:
         self.meter = WindowMeter(max(window, 1), device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.opt.precision == "16-mixed")
         self._last_log = (time.perf_counter(), self.state.samples_seen)
+        self._started = (time.perf_counter(), self.state.train_time_s)
 
     # ----------------------------------------------------------------------------- training
     def fit(self, train_loader: Any, val_loader: Any) -> None:
         s, opt = self.state, self.opt
-        started = time.perf_counter()
+        self._started = (time.perf_counter(), s.train_time_s)
         self.progress.start(opt.max_epochs, s.epoch)
         try:
             while s.epoch < opt.max_epochs and not self._reached_max_steps():
                 self._train_epoch(train_loader)
                 if self._should_stop():
-                    self._save_last()
+                    self._save()
+                    self.checkpointer.wait()
                     raise StopTraining(self._stop_message(), self.stop.exit_code)
                 self._validate_and_save(val_loader, self._epoch_length(train_loader))
-            s.finished = True
         finally:
-            s.train_time_s += time.perf_counter() - started
             self.progress.close()
-        self._save_last()
+            self.checkpointer.wait()  # also on the way out of an error: what was saved is on disk
+        if not s.finished:  # nothing left to train (e.g. max_epochs=0): record that anyway
+            s.finished = True
+            self._save()
+        self.checkpointer.wait()
 
     def _train_epoch(self, loader: Any) -> None:
         s, opt = self.state, self.opt
@@ -131,7 +135,7 @@ class Runner:
             if s.step % opt.log_every_n_steps == 0:
                 self._log_train()
             if opt.checkpoint_every_n_steps > 0 and s.step % opt.checkpoint_every_n_steps == 0:
-                self._save_last()
+                self._save()
             if self._should_stop() or self._reached_max_steps():
                 return
 
@@ -206,7 +210,7 @@ class Runner:
 
     # --------------------------------------------------------------------------- evaluation
     def _validate_and_save(self, loader: Any, epoch_length: int) -> None:
-        """Validate, then move the counters to the next epoch if this one is complete."""
+        """Validate, move the counters on if the epoch is complete, write last (and best).pt."""
         self._log_train()
         s, opt = self.state, self.opt
         metrics = self.evaluate(loader, "val", opt.limit_val_batches)
@@ -214,11 +218,12 @@ class Runner:
         self.progress.end_epoch(s.epoch, metrics)
         if s.batch_in_epoch >= epoch_length:
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+        s.finished = s.epoch >= opt.max_epochs or self._reached_max_steps()
         value = metrics.get(opt.monitor)
-        if value is not None and self._improved(value):
+        improved = value is not None and self._improved(value)
+        if improved:
             s.best_metric, s.best_step = value, s.step
-            self.checkpointer.save_best(self.checkpoint())
-        self._save_last()
+        self._save(is_best=improved)
 
     def _improved(self, value: float) -> bool:
         best = self.state.best_metric
@@ -244,6 +249,7 @@ class Runner:
 
     def test(self, loader: Any) -> dict[str, float]:
         """Evaluate on the test set with the weights `test_ckpt` names (best.pt when it exists)."""
+        self.checkpointer.wait()
         best = self.checkpointer.best
         if self.opt.test_ckpt == "best" and best.is_file():
             load_model_weights(self.module, load_checkpoint(best, self.device)["model"], best)
@@ -274,10 +280,13 @@ class Runner:
         restore_rng(payload["rng"])
         self._last_log = (time.perf_counter(), self.state.samples_seen)
 
-    def _save_last(self) -> None:
+    def _save(self, is_best: bool = False) -> None:
+        s = self.state
+        started, base = self._started
+        s.train_time_s = base + time.perf_counter() - started
         if self.checkpointer.enabled:
-            self._check_finite()
-            self.checkpointer.save_last(self.checkpoint(), self.state.step)
+            self._check_finite()  # a diverged model never overwrites a good checkpoint
+            self.checkpointer.save(self.checkpoint(), s.step, is_best)
 
     # ------------------------------------------------------------------------------ helpers
     def _epoch_length(self, loader: Any) -> int:
