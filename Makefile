@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval test lint format clean
+.PHONY: help install install-conda run eval bench test lint format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install-conda:  ## the same dependencies through conda (environment.yml)
 
 run:  ## train the default model on MNIST (overrides: make run ARGS="model=mlp seed=1")
 	$(PY) -m src.main $(ARGS)
+
+bench:  ## time the Runner against a hand-written loop (and Lightning if installed); --quick via ARGS
+	$(PY) -m src.bench $(ARGS)
 
 test:  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)

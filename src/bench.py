@@ -1,0 +1,287 @@
+"""`make bench`: what the template costs, measured side by side in one process.
+
+    python -m src.bench [--quick] [--out outputs/bench]
+
+1. per-step time: a hand-written PyTorch loop vs the Runner with its default features on
+   (tqdm bars, device-side metrics, metrics.csv every 50 steps, checkpoints at the epoch end),
+   for the default CNN and a tiny MLP, on the same synthetic MNIST-shaped batches;
+2. the same model and data under Lightning's Trainer with its defaults and `self.log` each step,
+   when `lightning` is installed (`pip install -e ".[bench]"`);
+3. data throughput: torchvision's MNIST through a DataLoader with per-sample transforms vs the
+   in-memory loader;
+4. end to end: wall time and test accuracy of the default `python -m src.main` job.
+Variants are interleaved (A B A B ...) and the median of the repeats is reported, so drifts in
+machine speed hit both sides alike. Prints a table; writes bench.md and bench.csv; always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from src.bench_lightning import lightning_seconds_per_step
+from src.checkpoint import Checkpointer
+from src.data.collate import NormalizeImages
+from src.data.loader import InMemoryLoader
+from src.logger import MetricLogger
+from src.model.cnn import CNN
+from src.model.mlp import MLP
+from src.progress import Progress
+from src.runner import Runner, RunnerOptions
+
+Row = dict[str, str]
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "cnn": lambda: CNN().to(memory_format=torch.channels_last),
+    "tiny-mlp": lambda: MLP(hidden=[32]),
+}
+
+
+def synthetic_loader(steps: int, batch: int = 256) -> InMemoryLoader:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (steps * batch, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (steps * batch,), generator=generator)
+    return InMemoryLoader(images, labels, batch, NormalizeImages(0.1307, 0.3081), shuffle=True)
+
+
+def fresh(name: str) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+
+def hand_written(name: str, loader: InMemoryLoader) -> float:
+    """The loop a person would write by hand: the baseline every other row is compared with."""
+    model, optimizer = fresh(name)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    start = time.perf_counter()
+    for inputs, targets in loader:
+        loss = criterion(model(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / len(loader)
+
+
+def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> float:
+    """One epoch through `Runner.fit` with the features of a default run switched on."""
+    model, optimizer = fresh(name)
+    with open(os.devnull, "w") as sink:
+        runner = Runner(
+            model,
+            optimizer,
+            nn.CrossEntropyLoss(),
+            torch.device("cpu"),
+            options=RunnerOptions(max_epochs=1, log_every_n_steps=50),
+            checkpointer=Checkpointer(folder / "checkpoints"),
+            logger=MetricLogger(folder),
+            progress=Progress("bar", file=sink),
+        )
+        start = time.perf_counter()
+        runner.fit(loader, [])
+        seconds = time.perf_counter() - start
+    runner.logger.close()
+    return seconds / len(loader)
+
+
+def compare_loops(name: str, steps: int, repeats: int) -> list[Row]:
+    loader = synthetic_loader(steps)
+    hand_written(name, loader)  # warm-up: allocator, kernels, caches
+    hand, ours, theirs = [], [], []
+    lightning_ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            hand.append(hand_written(name, loader))
+            ours.append(with_runner(name, loader, Path(tmp) / f"runner{r}"))
+            if lightning_ok:
+                seconds = lightning_seconds_per_step(fresh(name)[0], loader, Path(tmp) / f"pl{r}")
+                lightning_ok = seconds is not None
+                theirs.append(seconds or 0.0)
+    base = statistics.median(hand)
+    rows = [loop_row(f"{name}: Runner vs hand-written loop", base, statistics.median(ours))]
+    if lightning_ok:
+        rows.append(
+            loop_row(
+                f"{name}: Lightning Trainer vs hand-written loop", base, statistics.median(theirs)
+            )
+        )
+        rows.append(
+            ratio_row(
+                f"{name}: Lightning / Runner per step",
+                statistics.median(theirs),
+                statistics.median(ours),
+            )
+        )
+    else:
+        rows.append(
+            {
+                "benchmark": f"{name}: Lightning Trainer",
+                "baseline": "-",
+                "measured": "not installed",
+                "ratio": "-",
+                "overhead": "-",
+            }
+        )
+    return rows
+
+
+def loop_row(label: str, base: float, other: float) -> Row:
+    return {
+        "benchmark": label,
+        "baseline": f"{base * 1e3:.3f} ms/step",
+        "measured": f"{other * 1e3:.3f} ms/step",
+        "ratio": f"{other / base:.3f}",
+        "overhead": f"{(other - base) * 1e6:+.0f} µs/step ({(other / base - 1) * 100:+.1f}%)",
+    }
+
+
+def ratio_row(label: str, a: float, b: float) -> Row:
+    return {
+        "benchmark": label,
+        "baseline": f"{b * 1e3:.3f} ms/step",
+        "measured": f"{a * 1e3:.3f} ms/step",
+        "ratio": f"{a / b:.2f}",
+        "overhead": "",
+    }
+
+
+def data_throughput(samples: int, repeats: int) -> list[Row]:
+    """Samples/s of one pass: torchvision + DataLoader (per-sample PIL work) vs in-memory slices."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
+    from torchvision.datasets import MNIST
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _mnist_root(Path(tmp))
+        transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+        )
+        dataset = Subset(MNIST(str(root), train=True, transform=transform), range(samples))
+        torch_loader = DataLoader(dataset, batch_size=256, shuffle=True)
+        base = MNIST(str(root), train=True)
+        ours = InMemoryLoader(
+            base.data, base.targets, 256, NormalizeImages(0.1307, 0.3081), shuffle=True
+        )
+        theirs_rate = statistics.median(_rate(torch_loader, samples) for _ in range(repeats))
+        ours_rate = statistics.median(_rate(ours, len(ours) * 256) for _ in range(repeats))
+    return [
+        {
+            "benchmark": "data: in-memory loader vs torchvision DataLoader",
+            "baseline": f"{theirs_rate:,.0f} samples/s",
+            "measured": f"{ours_rate:,.0f} samples/s",
+            "ratio": f"{ours_rate / theirs_rate:.0f}x",
+            "overhead": "",
+        }
+    ]
+
+
+def _rate(loader: object, samples: int) -> float:
+    start = time.perf_counter()
+    for _ in loader:  # type: ignore[attr-defined]
+        pass
+    return samples / (time.perf_counter() - start)
+
+
+def _mnist_root(tmp: Path) -> Path:
+    """The real files when they are prepared under data/, synthetic IDX files otherwise."""
+    if (Path("data") / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        return Path("data")
+    from src.data.idx import write_idx
+
+    generator = torch.Generator().manual_seed(0)
+    for split, n in (("train", 60000), ("t10k", 10000)):
+        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator)
+        write_idx(tmp / "MNIST" / "raw" / f"{split}-images-idx3-ubyte", images.numpy())
+        write_idx(
+            tmp / "MNIST" / "raw" / f"{split}-labels-idx1-ubyte", (images[:, 0, 0] % 10).numpy()
+        )
+    return tmp
+
+
+def end_to_end(repeats: int, extra: list[str]) -> list[Row]:
+    """The default job as a user runs it, in a fresh process each time."""
+    walls, accs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            cmd = [
+                sys.executable,
+                "-m",
+                "src.main",
+                f"hydra.run.dir={tmp}/run{r}",
+                "runner.progress=none",
+                *extra,
+            ]
+            start = time.perf_counter()
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            walls.append(time.perf_counter() - start)
+            if result.returncode != 0:
+                return [
+                    {
+                        "benchmark": "end to end: default job",
+                        "baseline": "",
+                        "measured": "failed",
+                        "ratio": "",
+                        "overhead": result.stderr.strip()[-200:],
+                    }
+                ]
+            accs.append(float(result.stdout.split("test accuracy ")[1].split()[0]))
+    return [
+        {
+            "benchmark": f"end to end: default job{' ' + ' '.join(extra) if extra else ''}",
+            "baseline": "",
+            "measured": f"{statistics.median(walls):.1f} s wall (median of {repeats})",
+            "ratio": "",
+            "overhead": "test acc " + ", ".join(f"{a:.4f}" for a in accs),
+        }
+    ]
+
+
+COLUMNS = ["benchmark", "baseline", "measured", "ratio", "overhead"]
+
+
+def write_table(rows: list[Row], out: Path) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    table = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.md").write_text(table + "\n")
+    with open(out / "bench.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 minute)")
+    parser.add_argument("--out", default="outputs/bench", help="folder for bench.md and bench.csv")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 5
+    plan = {"cnn": 40 if args.quick else 214, "tiny-mlp": 214 if args.quick else 1000}
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {repeats} repeats, medians"
+    )
+    rows: list[Row] = []
+    for name, steps in plan.items():
+        rows += compare_loops(name, steps, repeats)
+        print(f"done: {name} ({steps} steps per repeat)", flush=True)
+    rows += data_throughput(10000 if args.quick else 30000, repeats)
+    rows += end_to_end(1 if args.quick else 3, ["runner.max_epochs=1"] if args.quick else [])
+    print(write_table(rows, Path(args.out)))
+    print(f"written to {args.out}/bench.md and bench.csv")
+
+
+if __name__ == "__main__":
+    main()
