@@ -21,56 +21,60 @@ def count_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class WindowMeter:
-    """Per-batch training loss and correct counts since the last `drain`.
+    """Per-batch training loss and correct counts since the last `drain`, left on the device.
 
-    One slot per batch (not a running sum) so that a non-finite loss can be traced to the exact
-    batch, and so that a checkpoint taken mid-window resumes with identical logged values.
+    One entry per batch (not a running sum) so that a non-finite loss can be traced to the exact
+    batch, and so that a checkpoint taken mid-window resumes with identical logged values. An
+    update is four tensor ops and two list appends; `drain` stacks them in one go.
     """
 
-    def __init__(self, capacity: int, device: torch.device) -> None:
-        self.losses = torch.zeros(capacity, device=device)
-        self.correct = torch.zeros(capacity, device=device)
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.losses: list[torch.Tensor] = []
+        self.correct: list[torch.Tensor] = []
         self.counts: list[int] = []
 
     def __len__(self) -> int:
         return len(self.counts)
 
+    @torch.no_grad()
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-        i = len(self.counts)
-        if i == len(self.losses):  # more batches than planned between drains: grow, rarely
-            self.losses = torch.cat([self.losses, torch.zeros_like(self.losses)])
-            self.correct = torch.cat([self.correct, torch.zeros_like(self.correct)])
-        self.losses[i] = loss.detach()
-        self.correct[i] = count_correct(outputs.detach(), targets)
+        self.losses.append(loss.detach())  # detached: keeping the graph alive would leak memory
+        self.correct.append(count_correct(outputs, targets))
         self.counts.append(int(targets.shape[0]))
+
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.counts:
+            empty = torch.zeros(0, device=self.device)
+            return empty, empty
+        return torch.stack(self.losses).float(), torch.stack(self.correct).double()
 
     def first_nonfinite(self) -> int | None:
         """Index of the first batch in the window whose loss is NaN or inf (one host sync)."""
-        bad = ~torch.isfinite(self.losses[: len(self)])
+        bad = ~torch.isfinite(self._stacked()[0])
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
     def drain(self, world: World) -> dict[str, float]:
         """Sample-weighted loss and accuracy over the window, summed over ranks; then reset."""
-        n = len(self)
-        counts = torch.tensor(self.counts, dtype=self.losses.dtype).to(self.losses.device)
-        sums = torch.stack([(self.losses[:n] * counts).sum(), self.correct[:n].sum(), counts.sum()])
-        loss_sum, correct, count = all_reduce_sum(sums, world).tolist()
-        self.counts = []
-        return {"loss": loss_sum / max(count, 1), "acc": correct / max(count, 1), "count": count}
-
-    def state_dict(self) -> dict[str, Any]:
-        n = len(self)
+        losses, correct = self._stacked()
+        counts = torch.tensor(self.counts, dtype=torch.float64).to(self.device)
+        sums = torch.stack([(losses.double() * counts).sum(), correct.sum(), counts.sum()])
+        loss_sum, correct_sum, count = all_reduce_sum(sums, world).tolist()
+        self.losses, self.correct, self.counts = [], [], []
         return {
-            "losses": self.losses[:n].cpu(),
-            "correct": self.correct[:n].cpu(),
-            "counts": self.counts,
+            "loss": loss_sum / max(count, 1),
+            "acc": correct_sum / max(count, 1),
+            "count": count,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        losses, correct = self._stacked()
+        return {"losses": losses.cpu(), "correct": correct.cpu(), "counts": list(self.counts)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        n = len(state["counts"])
+        self.losses = list(state["losses"].to(self.device).unbind())
+        self.correct = list(state["correct"].to(self.device).unbind())
         self.counts = list(state["counts"])
-        self.losses[:n] = state["losses"].to(self.losses.device)
-        self.correct[:n] = state["correct"].to(self.correct.device)
 
 
 class SumMeter:
@@ -92,7 +96,7 @@ class SumMeter:
 
 
 if __name__ == "__main__":
-    meter = WindowMeter(4, torch.device("cpu"))
+    meter = WindowMeter(torch.device("cpu"))
     for _ in range(3):
         meter.update(torch.tensor(0.5), torch.eye(2), torch.tensor([0, 1]))
     print(meter.drain(World()), "(3 batches of 2, all correct)")

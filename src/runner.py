@@ -91,8 +91,7 @@ class Runner:
         self.stop = stop or StopRequest()
         self.checkpoint_extra = checkpoint_extra or {}
         self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
-        window = self.opt.log_every_n_steps * self.opt.accumulate_grad_batches
-        self.meter = WindowMeter(max(window, 1), device)
+        self.meter = WindowMeter(device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.opt.precision == "16-mixed")
         self._last_log = (time.perf_counter(), self.state.samples_seen)
         self._started = (time.perf_counter(), self.state.train_time_s)
