@@ -58,6 +58,12 @@ def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def barrier(world: World) -> None:
+    """Wait for every rank (no-op for one process), e.g. until rank 0 has written a file."""
+    if world.is_distributed:
+        dist.barrier()
+
+
 def broadcast_object(obj: object, world: World) -> object:
     """Rank 0's value on every rank."""
     if not world.is_distributed:

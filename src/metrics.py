@@ -44,9 +44,13 @@ class WindowMeter:
         self.correct[i] = count_correct(outputs.detach(), targets)
         self.counts.append(int(targets.shape[0]))
 
-    def first_nonfinite(self) -> int | None:
-        """Index of the first batch in the window whose loss is NaN or inf (one host sync)."""
-        bad = ~torch.isfinite(self.losses[: len(self)])
+    def first_nonfinite(self, world: World | None = None) -> int | None:
+        """Index of the first batch in the window whose loss is NaN or inf on any rank (one host
+        sync); every rank gets the same answer, so they all stop together."""
+        if len(self) == 0:  # the same on every rank: they all see the same batches
+            return None
+        bad = (~torch.isfinite(self.losses[: len(self)])).float()
+        bad = all_reduce_sum(bad, world or World()) > 0
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
     def drain(self, world: World) -> dict[str, float]:
