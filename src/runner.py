@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from src.checkpoint import Checkpointer, load_checkpoint, load_model_weights
-from src.distributed import World, all_reduce_sum, barrier
+from src.distributed import World, any_rank, barrier
 from src.logger import MetricLogger
 from src.metrics import SumMeter, WindowMeter
 from src.progress import Progress
@@ -137,8 +137,7 @@ class Runner:
                 return
 
     def _train_batch(self, batch: Any, last: bool = False) -> bool:
-        """Forward and backward one batch; step the optimizer when accumulation is complete, and
-        on the epoch's last batch (no gradients carried into the next epoch; see planned_steps)."""
+        """Forward and backward one batch; step when accumulation completes or the epoch ends."""
         inputs, targets = batch
         accumulate = self.opt.accumulate_grad_batches
         boundary = last or (self.state.batch_in_epoch + 1) % accumulate == 0
@@ -147,7 +146,8 @@ class Runner:
             loss = self.criterion(outputs, targets)
         self.meter.update(loss, outputs, targets)
         self.state.samples_seen += int(targets.shape[0]) * self.world.world_size
-        if self.opt.on_nonfinite == "skip" and not self._finite_everywhere(loss):
+        # skip mode: every rank skips the same batch, or DDP's gradient all-reduce would hang
+        if self.opt.on_nonfinite == "skip" and any_rank(~torch.isfinite(loss.detach()), self.world):
             log.warning("skipping batch %d: non-finite loss", self.state.batch_in_epoch)
             self.optimizer.zero_grad(set_to_none=True)
             return False
@@ -166,11 +166,6 @@ class Runner:
             self.scheduler.step()
         self.state.step += 1
         return True
-
-    def _finite_everywhere(self, loss: torch.Tensor) -> bool:
-        """Skip mode: every rank must skip the same batch, or DDP's gradient all-reduce hangs."""
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        return all_reduce_sum(bad, self.world).item() == 0
 
     def _autocast(self) -> Any:
         dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(self.opt.precision)
@@ -299,8 +294,8 @@ class Runner:
         """Under DDP every rank must stop at the same step, so the flag is summed over ranks."""
         if not self.world.is_distributed:
             return self.stop.requested
-        flag = torch.tensor([float(self.stop.requested)], device=self.device)
-        if all_reduce_sum(flag, self.world).item() > 0 and not self.stop.requested:
+        flag = torch.tensor(self.stop.requested, device=self.device)
+        if any_rank(flag, self.world) and not self.stop.requested:
             self.stop.request(15)  # another rank was signalled: stop like SIGTERM
         return self.stop.requested
 
