@@ -65,11 +65,21 @@ def exit_with(err: BaseException) -> NoReturn:
     sys.exit(2)
 
 
+def quiet_other_ranks(argv: list[str]) -> list[str]:
+    """Under torchrun every rank runs Hydra in the same run directory: only rank 0 may write
+    `.hydra/` and `main.log`, so the other ranks get no output subdir and error-only logging."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        return argv
+    extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv[1:]}
+    return [*argv, *(e for e in extra if e.split("=", 1)[0] not in given)]
+
+
 def run(entry: Callable[[], Any]) -> None:
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises, and we choose how to report
     try:
-        sys.argv = resume_argv(sys.argv)
+        sys.argv = quiet_other_ranks(resume_argv(sys.argv))
         entry()
     except (StopTraining, *USER_ERRORS) as err:
         if wants_traceback and not isinstance(err, StopTraining):

@@ -58,6 +58,17 @@ def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: torch.Tensor, world: World) -> bool:
+    """True on every rank when `flag` is true on any rank, so that all ranks take one branch."""
+    return bool(all_reduce_sum(flag.float().reshape(1), world).item() > 0)
+
+
+def barrier(world: World) -> None:
+    """Wait for every rank (no-op for one process), e.g. until rank 0 has written a file."""
+    if world.is_distributed:
+        dist.barrier()
+
+
 def broadcast_object(obj: object, world: World) -> object:
     """Rank 0's value on every rank."""
     if not world.is_distributed:

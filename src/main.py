@@ -37,6 +37,7 @@ from src.resume import locate_checkpoint
 from src.run_stamp import register_run_stamp
 from src.runner import Runner, RunnerOptions, StopTraining
 from src.signals import StopRequest
+from src.slurm import requeue_if_preempted
 from src.state import TrainState, seed_everything
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     loaders = build.build_loaders(cfg, device, world)
     model = build.build_model(cfg, device)
     if world.is_distributed:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.index else None)
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = build.build_optimizer(cfg, model)
     runner = Runner(
         model,
@@ -129,6 +132,8 @@ def main(cfg: DictConfig) -> float:
         results = train(cfg, run_dir)
     except (StopTraining, *cli.USER_ERRORS) as err:
         if hydra_cfg.mode != RunMode.MULTIRUN:
+            if isinstance(err, StopTraining):  # SLURM's warning signal: back in the queue
+                requeue_if_preempted(err.exit_code, world_from_env())
             cli.exit_with(err)  # one line and a non-zero exit, no traceback
         return record_failure(run_dir, err)  # a sweep records it and goes on
     finally:

@@ -49,9 +49,13 @@ class WindowMeter:
             return empty, empty
         return torch.stack(self.losses).float(), torch.stack(self.correct).double()
 
-    def first_nonfinite(self) -> int | None:
-        """Index of the first batch in the window whose loss is NaN or inf (one host sync)."""
-        bad = ~torch.isfinite(self._stacked()[0])
+    def first_nonfinite(self, world: World | None = None) -> int | None:
+        """Index of the first batch in the window whose loss is NaN or inf on any rank (one host
+        sync); every rank gets the same answer, so they all stop together."""
+        if len(self) == 0:  # the same on every rank: they all see the same batches
+            return None
+        bad = (~torch.isfinite(self._stacked()[0])).float()
+        bad = all_reduce_sum(bad, world or World()) > 0
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
     def drain(self, world: World) -> dict[str, float]:

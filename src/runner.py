@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from src.checkpoint import Checkpointer, load_checkpoint, load_model_weights
-from src.distributed import World, all_reduce_sum
+from src.distributed import World, any_rank, barrier
 from src.logger import MetricLogger
 from src.metrics import SumMeter, WindowMeter
 from src.progress import Progress
@@ -90,7 +90,8 @@ class Runner:
         self.world = world or World()
         self.stop = stop or StopRequest()
         self.checkpoint_extra = checkpoint_extra or {}
-        self.module = getattr(model, "module", model)  # the bare model inside a DDP wrapper
+        self.module = getattr(model, "module", model)  # the model inside a DDP wrapper
+        self.bare = getattr(self.module, "_orig_mod", self.module)  # and inside torch.compile
         self.meter = WindowMeter(device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.opt.precision == "16-mixed")
         self._last_log = (time.perf_counter(), self.state.samples_seen)
@@ -126,7 +127,7 @@ class Runner:
         for batch in loader:
             if s.batch_in_epoch >= length:
                 break
-            stepped = self._train_batch(batch)
+            stepped = self._train_batch(batch, last=s.batch_in_epoch + 1 >= length)
             s.batch_in_epoch += 1
             self.progress.advance()
             if not stepped:
@@ -138,17 +139,18 @@ class Runner:
             if self._should_stop() or self._reached_max_steps():
                 return
 
-    def _train_batch(self, batch: Any) -> bool:
-        """Forward and backward one batch; step the optimizer when accumulation is complete."""
+    def _train_batch(self, batch: Any, last: bool = False) -> bool:
+        """Forward and backward one batch; step when accumulation completes or the epoch ends."""
         inputs, targets = batch
         accumulate = self.opt.accumulate_grad_batches
-        boundary = (self.state.batch_in_epoch + 1) % accumulate == 0
+        boundary = last or (self.state.batch_in_epoch + 1) % accumulate == 0
         with self._autocast():
             outputs = self.model(inputs)
             loss = self.criterion(outputs, targets)
         self.meter.update(loss, outputs, targets)
         self.state.samples_seen += int(targets.shape[0]) * self.world.world_size
-        if self.opt.on_nonfinite == "skip" and not bool(torch.isfinite(loss)):
+        # skip mode: every rank skips the same batch, or DDP's gradient all-reduce would hang
+        if self.opt.on_nonfinite == "skip" and any_rank(~torch.isfinite(loss.detach()), self.world):
             log.warning("skipping batch %d: non-finite loss", self.state.batch_in_epoch)
             self.optimizer.zero_grad(set_to_none=True)
             return False
@@ -195,7 +197,7 @@ class Runner:
         self.progress.show(s.step, s.epoch, metrics)
 
     def _check_finite(self) -> None:
-        bad = self.meter.first_nonfinite()
+        bad = self.meter.first_nonfinite(self.world)
         if bad is None or self.opt.on_nonfinite == "skip":
             return
         accumulate = self.opt.accumulate_grad_batches
@@ -250,15 +252,16 @@ class Runner:
         """Evaluate on the test set with the weights `test_ckpt` names (best.pt when it exists)."""
         self.checkpointer.wait()
         best = self.checkpointer.best
+        barrier(self.world)  # rank 0 has finished writing best.pt before any rank reads it
         if self.opt.test_ckpt == "best" and best.is_file():
-            load_model_weights(self.module, load_checkpoint(best, self.device)["model"], best)
+            load_model_weights(self.bare, load_checkpoint(best, self.device)["model"], best)
         return self.evaluate(loader, "test")
 
     # ---------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:
         """The whole training state, with `checkpoint_extra` (e.g. the resolved config)."""
         return {
-            "model": self.module.state_dict(),
+            "model": self.bare.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -269,7 +272,7 @@ class Runner:
         }
 
     def load(self, payload: dict[str, Any], source: str = "checkpoint") -> None:
-        load_model_weights(self.module, payload["model"], source)
+        load_model_weights(self.bare, payload["model"], source)
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload["scheduler"] is not None:
             self.scheduler.load_state_dict(payload["scheduler"])
@@ -283,8 +286,8 @@ class Runner:
         s = self.state
         started, base = self._started
         s.train_time_s = base + time.perf_counter() - started
-        if self.checkpointer.enabled:
-            self._check_finite()  # a diverged model never overwrites a good checkpoint
+        self._check_finite()  # on every rank (a collective under DDP): a diverged model never
+        if self.checkpointer.enabled:  # overwrites a good checkpoint
             self.checkpointer.save(self.checkpoint(), s.step, is_best)
 
     # ------------------------------------------------------------------------------ helpers
@@ -299,8 +302,8 @@ class Runner:
         """Under DDP every rank must stop at the same step, so the flag is summed over ranks."""
         if not self.world.is_distributed:
             return self.stop.requested
-        flag = torch.tensor([float(self.stop.requested)], device=self.device)
-        if all_reduce_sum(flag, self.world).item() > 0 and not self.stop.requested:
+        flag = torch.tensor(self.stop.requested, device=self.device)
+        if any_rank(flag, self.world) and not self.stop.requested:
             self.stop.request(15)  # another rank was signalled: stop like SIGTERM
         return self.stop.requested
 

@@ -21,6 +21,9 @@ def one_cycle(
     final_div_factor: float = 1e4,
 ) -> LRScheduler:
     peak = [group["lr"] for group in optimizer.param_groups]
+    if total_steps < 4:  # too short for two phases: OneCycleLR would divide by zero
+        return LambdaLR(optimizer, lambda step: 1.0)
+    pct_start = max(pct_start, 2 / total_steps)  # each phase needs at least two steps
     return OneCycleLR(
         optimizer,
         max_lr=peak,
