@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import REPO
 from helpers import tiny_overrides
-
 from src.cli import quiet_other_ranks
 from src.distributed import World
 from src.logger import read_metrics
