@@ -91,6 +91,7 @@ def resolve_device(name: str, world: World) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device=cuda but no CUDA device is available")
         torch.cuda.set_device(world.local_rank)
+        torch.backends.cudnn.benchmark = True  # input shapes are static: pick kernels once
         return torch.device("cuda", world.local_rank)
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device=mps but MPS is not available")
