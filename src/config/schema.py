@@ -97,6 +97,11 @@ class RunnerConfig:
     test_ckpt: str = "best"  # weights the final test uses: best | last
     limit_train_batches: int = -1  # batches per training epoch (-1 = all)
     limit_val_batches: int = -1  # batches per validation pass (-1 = all)
+    limit_test_batches: int = -1  # batches of the final test (-1 = all)
+    overfit_batches: int = 0  # train on the first n batches only, every epoch (0 = off)
+    checkpoints: bool = True  # write checkpoints/ (debug runs switch it off)
+    profile: bool = False  # torch.profiler trace of a few steps into <run>/profile/
+    detect_anomaly: bool = False  # autograd anomaly detection: slow, names the op that made NaN
     precision: str = "32"  # 32 | bf16 (autocast) | 16-mixed (autocast + gradient scaling)
     accumulate_grad_batches: int = 1  # batches whose gradients add up to one optimizer step
     gradient_clip_val: float = 0.0  # clip the global gradient norm to this (0 = off)
