@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_config import CONFIG_DIR, compose_with
 
 from helpers import tiny_overrides
+from src.config.validate import config_problems
 from src.debug import RepeatBatches
 from src.logger import read_metrics
 
@@ -91,3 +93,18 @@ def test_repeat_batches_serves_the_same_batches_every_epoch() -> None:
     assert len(batches) == 2 and [b.tolist() for b in batches] == first
     batches.set_epoch(6, start_batch=1)
     assert [b.tolist() for b in batches] == first[1:]
+
+
+DEBUG_OPTIONS = sorted(p.stem for p in (CONFIG_DIR / "debug").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", DEBUG_OPTIONS)
+def test_every_debug_option_composes_and_only_sets_runner_keys(option: str) -> None:
+    base, cfg = compose_with(), compose_with(f"debug={option}")
+    assert config_problems(cfg) == []
+    changed = {k for k in cfg if cfg[k] != base[k]}
+    assert changed == {"runner"}, changed
+
+
+def test_debug_options_are_the_documented_five() -> None:
+    assert DEBUG_OPTIONS == ["anomaly", "fast", "limit", "overfit", "profile"]
