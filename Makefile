@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval bench test lint format clean
+.PHONY: help install install-conda run eval predict new-project bench test lint format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,3 +45,11 @@ clean:  ## remove run outputs and caches (keeps data/ and .venv)
 eval:  ## evaluate a checkpoint on the test set: make eval CKPT=<file.pt> or RUN=<run dir>
 	@test -n "$(CKPT)$(RUN)" || { echo "usage: make eval CKPT=<file.pt> | RUN=<run dir> [ARGS=...]"; exit 2; }
 	$(PY) -m src.eval $(if $(CKPT),ckpt=$(CKPT),run=$(RUN)) $(ARGS)
+
+predict:  ## classify images: make predict CKPT=<file.pt> INPUT=<image or folder> [ARGS="out=x.csv"]
+	@test -n "$(CKPT)" -a -n "$(INPUT)" || { echo "usage: make predict CKPT=<file.pt> INPUT=<image or folder> [ARGS=...]"; exit 2; }
+	$(PY) -m src.predict ckpt=$(CKPT) input=$(INPUT) $(ARGS)
+
+new-project:  ## start a new project from this template: make new-project NAME=<name> DEST=<path>
+	@test -n "$(NAME)" -a -n "$(DEST)" || { echo "usage: make new-project NAME=<name> DEST=<path>"; exit 2; }
+	@$(PYTHON) -m src.new_project "$(NAME)" "$(DEST)"

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from src import build
 from src.checkpoint import CheckpointError, load_checkpoint, load_model_weights
@@ -43,18 +44,25 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
     return path, [f"{k}={v}" for k, v in pairs.items()]
 
 
-def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
+def load_trained_model(
+    path: Path, overrides: list[str]
+) -> tuple[DictConfig, nn.Module, torch.device, dict[str, Any]]:
+    """The config stored in the checkpoint (with overrides), its model with the saved weights."""
     payload = load_checkpoint(path)
     if "config" not in payload:
         raise CheckpointError(f"{path} holds no config to rebuild the model from")
     # A single pass is not worth a compile; any override given here still wins.
     given = OmegaConf.from_dotlist(["runner.compile=false", *overrides])
     cfg: DictConfig = OmegaConf.merge(payload["config"], given)  # type: ignore[assignment]
-    world = World()
-    device = resolve_device(cfg.device, world)
-    loaders = build.build_loaders(cfg, device, world)
+    device = resolve_device(cfg.device, World())
     model = build.build_model(cfg, device)
     load_model_weights(getattr(model, "_orig_mod", model), payload["model"], path)
+    return cfg, model.eval(), device, payload
+
+
+def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
+    cfg, model, device, payload = load_trained_model(path, overrides)
+    loaders = build.build_loaders(cfg, device, World())
     runner = Runner(
         model, torch.optim.SGD(model.parameters(), lr=0.0), build.build_criterion(cfg), device
     )

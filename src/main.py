@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from src import build, cli
+from src import build, cli, debug
 from src.checkpoint import Checkpointer, load_checkpoint
 from src.config.schema import register_configs
 from src.config.validate import check_config
@@ -33,6 +34,7 @@ from src.files import atomic_write_json
 from src.logger import MetricLogger
 from src.plots import plot_curves
 from src.progress import Progress
+from src.records import RecordWriter
 from src.resume import locate_checkpoint
 from src.run_stamp import register_run_stamp
 from src.runner import Runner, RunnerOptions, StopTraining
@@ -45,48 +47,76 @@ register_configs()
 register_run_stamp()
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, records_dir: Path | None = None) -> dict[str, Any]:
     """Build everything from the config, fit, test; return the results written to results.json."""
     check_config(cfg)
     started = time.perf_counter()
     world = world_from_env()
     device = resolve_device(cfg.device, world)
+    records = RecordWriter(records_dir or run_dir, device, enabled=world.is_main)
     init_distributed(world, device)
     seed_everything(cfg.seed)
     loaders = build.build_loaders(cfg, device, world)
+    if cfg.runner.overfit_batches > 0:
+        loaders.train = debug.RepeatBatches(loaders.train, cfg.runner.overfit_batches)
+    runner = build_runner(cfg, run_dir, world, device, len(loaders.train))
+    resume_from(cfg, runner, run_dir)
+    profiling = debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
+    with StopRequest() as runner.stop, profiling, debug.anomaly(cfg.runner.detect_anomaly):
+        runner.fit(loaders.train, loaders.val)
+    results = overfit_report(runner, loaders.train) if cfg.runner.overfit_batches > 0 else {}
+    results |= {**runner.test(loaders.test), **summary(runner, cfg, started)}
+    if world.is_main:
+        records.join()
+        finish_run_dir(run_dir, results)
+    return results
+
+
+def build_runner(
+    cfg: DictConfig, run_dir: Path, world: World, device: torch.device, batches_per_epoch: int
+) -> Runner:
     model = build.build_model(cfg, device)
     if world.is_distributed:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = build.build_optimizer(cfg, model)
-    runner = Runner(
+    checkpoints = world.is_main and cfg.runner.checkpoints
+    return Runner(
         model,
         optimizer,
         build.build_criterion(cfg),
         device,
-        scheduler=build.build_scheduler(cfg, optimizer, len(loaders.train)),
+        scheduler=build.build_scheduler(cfg, optimizer, batches_per_epoch),
         state=TrainState(),
         options=RunnerOptions(**{k: cfg.runner[k] for k in RunnerOptions.__dataclass_fields__}),
-        checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, world.is_main),
+        checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, checkpoints),
         logger=MetricLogger(run_dir, enabled=world.is_main),
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
         checkpoint_extra={"config": portable_config(cfg)},
     )
-    resume_from(cfg, runner, run_dir)
-    with StopRequest() as runner.stop:
-        runner.fit(loaders.train, loaders.val)
-    results = {**runner.test(loaders.test), **summary(runner, cfg, started)}
-    if world.is_main:
-        finish_run_dir(run_dir, results)
-    return results
+
+
+def overfit_report(runner: Runner, batches: Any) -> dict[str, Any]:
+    """Loss and accuracy on the repeated batches after training: both should be near perfect."""
+    batches.set_epoch(0)
+    metrics = runner.evaluate(batches, "overfit")
+    log.info(
+        "overfit: loss %.4g, accuracy %.4f on the %d repeated batches (%d samples)",
+        metrics["overfit/loss"],
+        metrics["overfit/acc"],
+        len(batches),
+        metrics["overfit/samples"],
+    )
+    return metrics
 
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, with paths made absolute so it works from anywhere."""
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    config["data"]["root"] = str(Path(cfg.data.root).resolve())
+    if "root" in config["data"]:
+        config["data"]["root"] = str(Path(cfg.data.root).resolve())
     return config
 
 
@@ -128,8 +158,10 @@ def main(cfg: DictConfig) -> float:
     """Hydra's entry point; returns the monitored metric so sweepers can optimise it."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    # A resumed run keeps its first records; this process's go beside its .hydra/resume-* record.
+    records_dir = run_dir / str(hydra_cfg.output_subdir) if cfg.resume else run_dir
     try:
-        results = train(cfg, run_dir)
+        results = train(cfg, run_dir, records_dir)
     except (StopTraining, *cli.USER_ERRORS) as err:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             if isinstance(err, StopTraining):  # SLURM's warning signal: back in the queue

@@ -82,7 +82,9 @@ class WindowMeter:
 
 
 class SumMeter:
-    """Running sums for an evaluation pass (loss weighted by batch size, correct, count)."""
+    """Running sums for an evaluation pass (loss weighted by batch size, correct, count).
+
+    The sample count is reported too: it shows at a glance what a limited pass covered."""
 
     def __init__(self, device: torch.device) -> None:
         self.sums = torch.zeros(3, device=device, dtype=torch.float64)
@@ -95,8 +97,12 @@ class SumMeter:
 
     def result(self, world: World, prefix: str) -> dict[str, float]:
         loss_sum, correct, count = all_reduce_sum(self.sums.clone(), world).tolist()
-        count = max(count, 1)
-        return {f"{prefix}/loss": loss_sum / count, f"{prefix}/acc": correct / count}
+        n = max(count, 1)
+        return {
+            f"{prefix}/loss": loss_sum / n,
+            f"{prefix}/acc": correct / n,
+            f"{prefix}/samples": int(count),
+        }
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ def _format(key: str, value: float) -> str:
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    return "  ".join(
+        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items()
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -29,18 +30,10 @@ from src.distributed import World, any_rank, barrier
 from src.logger import MetricLogger
 from src.metrics import SumMeter, WindowMeter
 from src.progress import Progress
-from src.signals import StopRequest
+from src.signals import StopRequest, StopTraining
 from src.state import TrainState, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
-
-
-class StopTraining(Exception):
-    """Raised out of `fit` when a run must end early; `exit_code` is what the process returns."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
@@ -57,6 +50,7 @@ class RunnerOptions:
     test_ckpt: str = "best"
     limit_train_batches: int = -1
     limit_val_batches: int = -1
+    limit_test_batches: int = -1
     precision: str = "32"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float = 0.0
@@ -79,6 +73,7 @@ class Runner:
         world: World | None = None,
         stop: StopRequest | None = None,
         checkpoint_extra: dict[str, Any] | None = None,
+        on_step_end: list[Callable[[Runner], None]] | None = None,
     ) -> None:
         self.model, self.optimizer, self.criterion = model, optimizer, criterion
         self.device, self.scheduler = device, scheduler
@@ -90,6 +85,7 @@ class Runner:
         self.world = world or World()
         self.stop = stop or StopRequest()
         self.checkpoint_extra = checkpoint_extra or {}
+        self.on_step_end = on_step_end or []  # the loop's one hook, after each optimizer step
         self.module = getattr(model, "module", model)  # the model inside a DDP wrapper
         self.bare = getattr(self.module, "_orig_mod", self.module)  # and inside torch.compile
         self.meter = WindowMeter(device)
@@ -132,6 +128,8 @@ class Runner:
             self.progress.advance()
             if not stepped:
                 continue
+            for hook in self.on_step_end:
+                hook(self)
             if s.step % opt.log_every_n_steps == 0:
                 self._log_train()
             if opt.checkpoint_every_n_steps > 0 and s.step % opt.checkpoint_every_n_steps == 0:
@@ -234,7 +232,7 @@ class Runner:
 
     @torch.no_grad()
     def evaluate(self, loader: Any, split: str, limit: int = -1) -> dict[str, float]:
-        """Loss and accuracy over the loader, every sample counted once across ranks."""
+        """Loss, accuracy and sample count of the loader, each sample counted once across ranks."""
         was_training = self.module.training
         self.module.eval()
         meter = SumMeter(self.device)
@@ -255,7 +253,7 @@ class Runner:
         barrier(self.world)  # rank 0 has finished writing best.pt before any rank reads it
         if self.opt.test_ckpt == "best" and best.is_file():
             load_model_weights(self.bare, load_checkpoint(best, self.device)["model"], best)
-        return self.evaluate(loader, "test")
+        return self.evaluate(loader, "test", self.opt.limit_test_batches)
 
     # ---------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:

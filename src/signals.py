@@ -15,6 +15,15 @@ from typing import Any
 HANDLED = ("SIGINT", "SIGTERM", "SIGUSR1")
 
 
+class StopTraining(Exception):
+    """Raised out of `Runner.fit` when a run must end early; `exit_code` is what the process
+    returns (128 + signal number, or 3 for a non-finite loss)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None

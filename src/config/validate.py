@@ -23,6 +23,7 @@ LOWER_BOUNDS = {
     "runner.log_every_n_steps": (1, True),
     "runner.checkpoint_every_n_steps": (0, True),
     "runner.keep_last_k": (0, True),
+    "runner.overfit_batches": (0, True),
     "runner.accumulate_grad_batches": (1, True),
     "runner.gradient_clip_val": (0.0, True),
 }

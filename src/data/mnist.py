@@ -42,6 +42,8 @@ def build_loaders(
     split_seed: int,
     download: bool = True,
     verify_md5: bool = True,
+    mean: float = MNIST_MEAN,
+    std: float = MNIST_STD,
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -49,8 +51,6 @@ def build_loaders(
     world_size: int = 1,
     dataset_cls: Any = MNIST,
     md5: dict[str, str] | None = MNIST_MD5,
-    mean: float = MNIST_MEAN,
-    std: float = MNIST_STD,
 ) -> Loaders:
     """Prepare the files, decode them once, and cut train/val/test loaders from the tensors."""
     prepare_raw_files(dataset_cls, root, md5 if verify_md5 else None, download)

@@ -1,0 +1,88 @@
+"""`make predict` on image files written by the test, with a model trained in the test."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from helpers import synthetic_digits, tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("predict") / "run"
+    args = [*tiny_overrides(data_root, run), "runner.max_epochs=3"]
+    result = subprocess.run(
+        [sys.executable, "-m", "src.main", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return run / "checkpoints" / "best.pt"
+
+
+def write_images(folder: Path) -> dict[str, int]:
+    """Ten test digits (seed 2 is the test split) as PNG and JPEG, of several sizes and modes."""
+    images, labels = synthetic_digits(10, seed=2)
+    expected = {}
+    for i, (pixels, label) in enumerate(zip(images, labels)):
+        image = Image.fromarray(pixels, mode="L")
+        if i % 3 == 1:
+            image = image.resize((56, 56)).convert("RGB")  # bigger, colour
+        name = f"digit{i}.jpg" if i % 3 == 2 else f"digit{i}.png"
+        image.save(folder / name, quality=95)
+        expected[name] = int(label)
+    (folder / "notes.txt").write_text("not an image\n")
+    return expected
+
+
+def test_make_predict_classifies_png_and_jpeg_and_skips_text(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    expected = write_images(folder)
+    venv = Path(sys.executable).parent.parent
+    make = ["make", "-s", "-C", str(REPO), f"VENV={venv}"]
+    result = subprocess.run(
+        [*make, "predict", f"CKPT={checkpoint}", f"INPUT={folder}"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"skipped {folder / 'notes.txt'}: not an image" in result.stdout
+    printed = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(str(folder)):
+            printed[Path(parts[0]).name] = int(parts[1])
+            assert 0.0 < float(parts[2]) <= 1.0
+    assert printed == expected
+    with open(checkpoint.parent.parent / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {Path(r["file"]).name: int(r["class"]) for r in rows} == expected
+
+
+def test_predict_single_file_to_a_chosen_csv(cli, checkpoint: Path, tmp_path: Path) -> None:
+    expected = write_images(tmp_path)
+    out = tmp_path / "out" / "p.csv"
+    result = cli(
+        f"ckpt={checkpoint}", f"input={tmp_path / 'digit0.png'}", f"out={out}", module="src.predict"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and int(rows[0]["class"]) == expected["digit0.png"]
+
+
+def test_predict_with_only_non_images_is_one_error_line(
+    cli, checkpoint: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    result = cli(f"ckpt={checkpoint}", f"input={tmp_path}", module="src.predict")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: input={tmp_path}: no readable images"]
