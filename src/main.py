@@ -184,5 +184,3 @@ def record_failure(run_dir: Path, err: BaseException) -> float:
 if __name__ == "__main__":
     torch.set_float32_matmul_precision("high")
     cli.run(main)
-
-__all__ = ["World", "main", "train"]
