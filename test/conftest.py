@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import write_mnist_like
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_cli, write_mnist_like
 
 
 @pytest.fixture(scope="session")
@@ -27,20 +23,4 @@ CLI = Callable[..., subprocess.CompletedProcess]
 @pytest.fixture
 def cli() -> CLI:
     """Run the real command line (`python -m src.main ...`) in a subprocess."""
-
-    def run(
-        *args: str, module: str = "src.main", timeout: float = 300, **kwargs
-    ) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("HYDRA_FULL_ERROR", None)
-        return subprocess.run(
-            [sys.executable, "-m", module, *args],
-            cwd=kwargs.pop("cwd", REPO),
-            env={**env, **kwargs.pop("env", {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            **kwargs,
-        )
-
-    return run
+    return run_cli

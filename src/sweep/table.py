@@ -48,7 +48,7 @@ def rank(trials: list[Trial]) -> list[Trial]:
     """Best first by best/<monitor>; trials without a score (failed, incomplete) last."""
     scored = [t for t in trials if t.score is not None]
     sign = -1.0 if trials and trials[0].mode == "max" else 1.0
-    scored.sort(key=lambda t: sign * (t.score or 0.0))
+    scored.sort(key=lambda t: _best_first(t.score, sign))
     return scored + [t for t in trials if t.score is None]
 
 
@@ -78,7 +78,12 @@ def group_by_seed(trials: list[Trial], ignore: tuple[str, ...] = ("seed",)) -> l
         return []
     monitor = f"best/{trials[0].monitor}"
     sign = -1.0 if trials[0].mode == "max" else 1.0
-    return sorted(groups.values(), key=lambda g: sign * (g.stat(monitor)[0] or -sign * math.inf))
+    means = {id(g): g.stat(monitor)[0] for g in groups.values()}
+    return sorted(groups.values(), key=lambda g: _best_first(means[id(g)], sign))
+
+
+def _best_first(value: float | None, sign: float) -> tuple[bool, float]:
+    return (value is None, sign * (value or 0.0))
 
 
 def write_csv(path: Path, trials: list[Trial]) -> Path:
