@@ -157,8 +157,8 @@ def main(cfg: DictConfig) -> float:
             raise  # a bug: the full traceback
         stopped = isinstance(err, StopTraining) and err.exit_code >= 128
         record_failure(run_dir, err, trial, "stopped" if stopped else "failed")
-        if stopped:
-            raise  # a signal (Ctrl-C, SIGTERM) ends the whole sweep, not just this trial
+        if stopped:  # a signal (Ctrl-C, SIGTERM) ends the whole sweep, not just this trial
+            cli.exit_with(err)  # SystemExit: Hydra's launchers pass it through
         return float("nan")  # the sweep records it and goes on
     finally:
         shutdown_distributed()

@@ -38,7 +38,7 @@ def write_summary(sweep_dir: str | Path) -> list[Path]:
     if groups:
         monitor = f"best/{trials[0].monitor}"
         written.append(write_groups_csv(sweep_dir / "summary_groups.csv", groups, monitor))
-    text = summary_markdown(sweep_dir.name, trials, groups, _optuna_results(sweep_dir))
+    text = summary_markdown(str(sweep_dir), trials, groups, _optuna_results(sweep_dir))
     with atomic_open(sweep_dir / "summary.md", "w") as handle:
         handle.write(text)
     written.append(sweep_dir / "summary.md")
