@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+SWEEP ?= grid
+DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval predict new-project bench test lint format clean
+.PHONY: help install install-conda run eval predict new-project bench sweep summary tensorboard test lint format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +27,16 @@ run:  ## train the default model on MNIST (overrides: make run ARGS="model=mlp s
 
 bench:  ## time the Runner against a hand-written loop (and Lightning if installed); --quick via ARGS
 	$(PY) -m src.bench $(ARGS)
+
+sweep:  ## run a sweep from src/config/sweep/ (make sweep SWEEP=optuna ARGS="seed=0,1,2")
+	$(PY) -m src.main --multirun sweep=$(SWEEP) $(ARGS)
+
+summary:  ## summarise a sweep folder again (make summary DIR=multirun/<date>/<time>)
+	@test -n "$(DIR)" || { echo "usage: make summary DIR=multirun/<date>/<time>"; exit 2; }
+	$(PY) -m src.sweep.summary $(DIR)
+
+tensorboard:  ## serve TensorBoard for a folder of runs (make tensorboard DIR=multirun/...)
+	$(PY) -m tensorboard.main --logdir $(or $(DIR),outputs)
 
 test:  ## run the test suite
 	$(PY) -m pytest -q $(ARGS)

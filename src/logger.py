@@ -1,5 +1,7 @@
-"""Where metrics go: `metrics.csv` in the run directory (one row per logging event).
+"""Where metrics go: `metrics.csv` and TensorBoard event files in the run directory.
 
+`metrics.csv` has one row per logging event; TensorBoard gets the same numbers as
+`<split>/<metric>` scalars, and the run's hyperparameters with its final metrics at the end.
 Only rank 0 writes (`enabled=False` elsewhere). On resume the file is cut back to the
 checkpoint's step, so steps that were logged after the last checkpoint are not duplicated.
 """
@@ -11,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from src.files import atomic_open
+from src.tensorboard_writer import TensorBoardWriter
 
 FIELDS = ["step", "epoch", "split", "loss", "acc", "lr", "samples_per_s", "time_s"]
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.enabled = enabled
         self._handle: Any = None
         self._writer: csv.DictWriter | None = None
+        self.tensorboard = TensorBoardWriter(run_dir) if enabled and tensorboard else None
 
     def log(self, split: str, step: int, epoch: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -32,9 +36,18 @@ class MetricLogger:
         assert self._writer is not None
         self._writer.writerow(row)
         self._handle.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(split, step, metrics)
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, Any], step: int) -> None:
+        """TensorBoard's HPARAMS tab: this run's settings beside its final metrics."""
+        if self.tensorboard is not None:
+            self.tensorboard.hparams(hparams, metrics, step)
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (work that the resumed run will redo)."""
+        if self.tensorboard is not None:
+            self.tensorboard.purge_after(step)
         if not self.enabled or not self.path.exists():
             return
         with open(self.path, newline="") as handle:
@@ -56,6 +69,9 @@ class MetricLogger:
         if self._handle is not None:
             self._handle.close()
             self._handle, self._writer = None, None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
 
 def _fmt(value: float) -> str:
@@ -75,4 +91,6 @@ if __name__ == "__main__":
         logger.log("train", 1, 0, {"loss": 2.3, "acc": 0.1, "lr": 0.01})
         logger.log("train", 2, 0, {"loss": 2.1, "acc": 0.2, "lr": 0.01})
         logger.truncate_after(1)
+        logger.close()
         print(read_metrics(Path(tmp) / "metrics.csv"))
+        print(sorted(p.name.split(".")[0] for p in Path(tmp).iterdir()))

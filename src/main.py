@@ -41,14 +41,24 @@ from src.runner import Runner, RunnerOptions, StopTraining
 from src.signals import StopRequest
 from src.slurm import requeue_if_preempted
 from src.state import TrainState, seed_everything
+from src.sweep.trial import finished_results, monitored_value, trial_identity
+from src.tensorboard_writer import flatten
 
 log = logging.getLogger(__name__)
 register_configs()
 register_run_stamp()
 
 
-def train(cfg: DictConfig, run_dir: Path, records_dir: Path | None = None) -> dict[str, Any]:
-    """Build everything from the config, fit, test; return the results written to results.json."""
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    records_dir: Path | None = None,
+    tags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build everything from the config, fit, test; return the results written to results.json.
+
+    `tags` are stored in results.json as they are (a sweep trial's identity, see src/sweep).
+    """
     check_config(cfg)
     started = time.perf_counter()
     world = world_from_env()
@@ -60,12 +70,18 @@ def train(cfg: DictConfig, run_dir: Path, records_dir: Path | None = None) -> di
     if cfg.runner.overfit_batches > 0:
         loaders.train = debug.RepeatBatches(loaders.train, cfg.runner.overfit_batches)
     runner = build_runner(cfg, run_dir, world, device, len(loaders.train))
-    resume_from(cfg, runner, run_dir)
-    profiling = debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
-    with StopRequest() as runner.stop, profiling, debug.anomaly(cfg.runner.detect_anomaly):
-        runner.fit(loaders.train, loaders.val)
-    results = overfit_report(runner, loaders.train) if cfg.runner.overfit_batches > 0 else {}
-    results |= {**runner.test(loaders.test), **summary(runner, cfg, started)}
+    try:
+        resume_from(cfg, runner, run_dir)
+        profiling = (
+            debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
+        )
+        with StopRequest() as runner.stop, profiling, debug.anomaly(cfg.runner.detect_anomaly):
+            runner.fit(loaders.train, loaders.val)
+        results = overfit_report(runner, loaders.train) if cfg.runner.overfit_batches > 0 else {}
+        results |= {**runner.test(loaders.test), **summary(runner, cfg, started), **(tags or {})}
+        runner.logger.log_hparams(hparams(cfg), final_metrics(results), runner.state.step)
+    finally:
+        runner.logger.close()  # waits for TensorBoard's thread to write what is queued
     if world.is_main:
         records.join()
         finish_run_dir(run_dir, results)
@@ -145,6 +161,17 @@ def summary(runner: Runner, cfg: DictConfig, started: float) -> dict[str, Any]:
     }
 
 
+def hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as flat `group.key` values, for TensorBoard's HPARAMS tab."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if not k.endswith("_partial_")}
+
+
+def final_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """The numbers TensorBoard shows beside the hyperparameters: test and best validation."""
+    return {k: v for k, v in results.items() if k.startswith(("test/", "best/val/"))}
+
+
 def finish_run_dir(run_dir: Path, results: dict[str, Any]) -> None:
     atomic_write_json(run_dir / "results.json", results)
     if (run_dir / "metrics.csv").exists():
@@ -155,30 +182,47 @@ def finish_run_dir(run_dir: Path, results: dict[str, Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path="config", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra's entry point; returns the monitored metric so sweepers can optimise it."""
+    """Hydra's entry point; returns the monitored metric so sweepers can optimise it.
+
+    In a sweep (multirun) a trial that already completed in its folder is not run again, and a
+    trial that fails in any way is recorded in its results.json while the sweep goes on.
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # A resumed run keeps its first records; this process's go beside its .hydra/resume-* record.
     records_dir = run_dir / str(hydra_cfg.output_subdir) if cfg.resume else run_dir
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    trial = trial_identity(cfg, list(hydra_cfg.overrides.task)) if sweeping else {}
+    done = finished_results(run_dir, trial) if sweeping else None
+    if done is not None:
+        log.info("trial already completed in %s (results.json); not run again", run_dir)
+        return monitored_value(done, cfg.runner.monitor)
     try:
-        results = train(cfg, run_dir, records_dir)
-    except (StopTraining, *cli.USER_ERRORS) as err:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        results = train(cfg, run_dir, records_dir, tags=trial)
+    except Exception as err:
+        if not sweeping:
             if isinstance(err, StopTraining):  # SLURM's warning signal: back in the queue
                 requeue_if_preempted(err.exit_code, world_from_env())
-            cli.exit_with(err)  # one line and a non-zero exit, no traceback
-        return record_failure(run_dir, err)  # a sweep records it and goes on
+            if isinstance(err, (StopTraining, *cli.USER_ERRORS)):
+                cli.exit_with(err)  # one line and a non-zero exit, no traceback
+            raise  # a bug: the full traceback
+        stopped = isinstance(err, StopTraining) and err.exit_code >= 128
+        record_failure(run_dir, err, trial, "stopped" if stopped else "failed")
+        if stopped:  # a signal (Ctrl-C, SIGTERM) ends the whole sweep, not just this trial
+            cli.exit_with(err)  # SystemExit: Hydra's launchers pass it through
+        return float("nan")  # the sweep records it and goes on
     finally:
         shutdown_distributed()
-    best = results[f"best/{cfg.runner.monitor}"]
-    return float(best) if best is not None else float("nan")
+    return monitored_value(results, cfg.runner.monitor)
 
 
-def record_failure(run_dir: Path, err: BaseException) -> float:
-    message = cli.one_line(err)
-    log.error("trial failed: %s", message)
-    atomic_write_json(run_dir / "results.json", {"status": "failed", "error": message})
-    return float("nan")
+def record_failure(run_dir: Path, err: Exception, trial: dict[str, Any], status: str) -> None:
+    """results.json says why the trial ended; a bug's traceback goes to main.log as well."""
+    user_error = isinstance(err, (StopTraining, *cli.USER_ERRORS))
+    message = cli.one_line(err) if user_error else f"{type(err).__name__}: {cli.one_line(err)}"
+    log.error("trial %s: %s", status, message, exc_info=not user_error)
+    results = {"status": status, "error": message, **trial}
+    atomic_write_json(run_dir / "results.json", results)
 
 
 if __name__ == "__main__":

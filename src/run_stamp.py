@@ -3,6 +3,8 @@
 Each torchrun rank composes its own config, so a plain `${now:...}` could name different
 folders on different ranks. Precedence: $RUN_STAMP (launch.sh sets it for every mode), then the
 torchrun job id with the date, then the current time; the result is fixed for the process.
+A multirun hands its stamp on to the worker processes a launcher starts (`ShareRunStamp`), so
+that parallel trials (hydra/launcher=joblib) all land in the same sweep folder.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from functools import cache
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 
 @cache
@@ -28,6 +32,13 @@ def run_stamp() -> str:
 def register_run_stamp() -> None:
     if not OmegaConf.has_resolver("run_stamp"):
         OmegaConf.register_new_resolver("run_stamp", run_stamp)
+
+
+class ShareRunStamp(Callback):
+    """Hydra callback: worker processes started after this point inherit the stamp."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ["RUN_STAMP"] = run_stamp()
 
 
 if __name__ == "__main__":

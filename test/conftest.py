@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import write_mnist_like
+from helpers import REPO, run_cli, write_mnist_like
 
-REPO = Path(__file__).resolve().parents[1]
+__all__ = ["REPO"]  # test modules import it from here
 
 
 @pytest.fixture(scope="session")
@@ -28,20 +26,4 @@ CLI = Callable[..., subprocess.CompletedProcess]
 @pytest.fixture
 def cli() -> CLI:
     """Run the real command line (`python -m src.main ...`) in a subprocess."""
-
-    def run(
-        *args: str, module: str = "src.main", timeout: float = 300, **kwargs
-    ) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
-        env.pop("HYDRA_FULL_ERROR", None)
-        return subprocess.run(
-            [sys.executable, "-m", module, *args],
-            cwd=kwargs.pop("cwd", REPO),
-            env={**env, **kwargs.pop("env", {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            **kwargs,
-        )
-
-    return run
+    return run_cli

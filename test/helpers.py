@@ -1,12 +1,35 @@
-"""Synthetic data in the real formats, and the overrides of a run that takes seconds."""
+"""Synthetic data in the real formats, the overrides of a run that takes seconds, the CLI."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from src.data.idx import write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    *args: str, module: str = "src.main", timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run the real command line (`python -m src.main ...`) in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=kwargs.pop("cwd", REPO),
+        env={**env, **kwargs.pop("env", {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +70,10 @@ def tiny_overrides(data_root: Path, run_dir: Path) -> list[str]:
         "runner.log_every_n_steps=2",
         f"hydra.run.dir={run_dir}",
     ]
+
+
+def sweep_overrides(data_root: Path, sweep_dir: Path, *swept: str) -> list[str]:
+    """`tiny_overrides` for a multirun below `sweep_dir`, plus the `swept` overrides."""
+    keys = {"hydra.run.dir", *(s.split("=")[0] for s in swept)}
+    keep = [o for o in tiny_overrides(data_root, sweep_dir) if o.split("=")[0] not in keys]
+    return [*keep, "runner.max_steps=6", f"hydra.sweep.dir={sweep_dir}", *swept]

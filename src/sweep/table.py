@@ -1,0 +1,126 @@
+"""summary.csv and summary.md: one row per trial, ranked by the monitored metric.
+
+When a setting was repeated over seeds, a second table groups the trials by every other swept
+override and reports mean ± sample standard deviation (n - 1) and the count; it is also written
+to summary_groups.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.files import atomic_open
+from src.sweep.collect import Trial
+
+METRICS = ["final/val/loss", "final/val/acc", "test/loss", "test/acc"]
+RUN_FIELDS = ["epochs", "steps", "wall_time_s"]
+GROUPED_METRICS = ["test/loss", "test/acc"]  # besides best/<monitor>, which comes first
+
+
+@dataclass
+class Group:
+    values: dict[str, str]  # the swept overrides the trials share (all but the seed)
+    trials: list[Trial]  # the completed ones
+    failed: int
+
+    def stat(self, key: str) -> tuple[float | None, float | None]:
+        """Mean and sample standard deviation over the trials (std None for fewer than 2)."""
+        numbers = [v for t in self.trials if (v := metric(t, key)) is not None]
+        if not numbers:
+            return None, None
+        std = statistics.stdev(numbers) if len(numbers) > 1 else None
+        return statistics.fmean(numbers), std
+
+
+def swept_keys(trials: list[Trial]) -> list[str]:
+    """Override keys whose value differs between trials (all keys when none differ)."""
+    keys = list(dict.fromkeys(k for t in trials for k in t.overrides))
+    varying = [k for k in keys if len({t.overrides.get(k) for t in trials}) > 1]
+    return varying or keys
+
+
+def rank(trials: list[Trial]) -> list[Trial]:
+    """Best first by best/<monitor>; trials without a score (failed, incomplete) last."""
+    scored = [t for t in trials if t.score is not None]
+    sign = -1.0 if trials and trials[0].mode == "max" else 1.0
+    scored.sort(key=lambda t: _best_first(t.score, sign))
+    return scored + [t for t in trials if t.score is None]
+
+
+def metric(trial: Trial, key: str) -> float | None:
+    """A number from results.json, or `final/<split>/<name>` from the last validation row."""
+    value = trial.final.get(key.removeprefix("final/")) if key.startswith("final/") else None
+    value = trial.results.get(key) if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def group_by_seed(trials: list[Trial], ignore: tuple[str, ...] = ("seed",)) -> list[Group]:
+    """Trials that differ only in `ignore`; empty unless some setting ran more than once."""
+    keys = [k for k in swept_keys(trials) if k not in ignore]
+    if not any(k in ignore for k in swept_keys(trials)):
+        return []
+    groups: dict[tuple[str, ...], Group] = {}
+    for t in trials:
+        values = {k: t.overrides.get(k, "") for k in keys}
+        group = groups.setdefault(tuple(values.values()), Group(values, [], 0))
+        if t.score is None:
+            group.failed += 1
+        else:
+            group.trials.append(t)
+    if all(len(g.trials) + g.failed < 2 for g in groups.values()):
+        return []
+    monitor = f"best/{trials[0].monitor}"
+    sign = -1.0 if trials[0].mode == "max" else 1.0
+    means = {id(g): g.stat(monitor)[0] for g in groups.values()}
+    return sorted(groups.values(), key=lambda g: _best_first(means[id(g)], sign))
+
+
+def _best_first(value: float | None, sign: float) -> tuple[bool, float]:
+    return (value is None, sign * (value or 0.0))
+
+
+def write_csv(path: Path, trials: list[Trial]) -> Path:
+    """Every override key as a column (constant ones too), then status and every metric."""
+    keys = list(dict.fromkeys(k for t in trials for k in t.overrides))
+    monitor = f"best/{trials[0].monitor}"
+    fields = ["trial", *keys, "status", monitor, *METRICS, *RUN_FIELDS, "error"]
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, fields, lineterminator="\n")
+        writer.writeheader()
+        for t in rank(trials):
+            row: dict[str, Any] = {"trial": t.name, **t.overrides, "status": t.status}
+            row.update({k: metric(t, k) for k in [monitor, *METRICS]})
+            row.update({k: t.results.get(k) for k in RUN_FIELDS})
+            writer.writerow({**row, "error": t.error})
+    return path
+
+
+def write_groups_csv(path: Path, groups: list[Group], monitor: str) -> Path:
+    keys = list(groups[0].values)
+    names = [monitor, *GROUPED_METRICS]
+    stats = [f"{n}_{s}" for n in names for s in ("mean", "std")]
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, [*keys, "n", "failed", *stats], lineterminator="\n")
+        writer.writeheader()
+        for g in groups:
+            row: dict[str, Any] = {**g.values, "n": len(g.trials), "failed": g.failed}
+            for name in names:
+                row[f"{name}_mean"], row[f"{name}_std"] = g.stat(name)
+            writer.writerow(row)
+    return path
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def mean_std(stat: tuple[float | None, float | None]) -> str:
+    mean, std = stat
+    return fmt(mean) if std is None else f"{fmt(mean)} ± {fmt(std)}"
