@@ -85,3 +85,12 @@ def run(entry: Callable[[], Any]) -> None:
         if wants_traceback and not isinstance(err, StopTraining):
             raise
         exit_with(err)
+
+
+def run_script(entry: Callable[[list[str]], Any], level: int = logging.INFO) -> None:
+    """`python -m src.<tool> key=value ...` for the tools beside training (eval, predict)."""
+    logging.basicConfig(level=level, format="[%(asctime)s][%(name)s] %(message)s")
+    try:
+        entry(sys.argv[1:])
+    except USER_ERRORS as err:
+        exit_with(err)

@@ -47,8 +47,13 @@ def init_distributed(world: World, device: torch.device) -> None:
 
 
 def shutdown_distributed() -> None:
+    """Leave the group together: a rank tearing down its sockets while a peer still talks on
+    them can abort that peer."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:

@@ -11,7 +11,6 @@ original command line is not needed. Results go to `<run dir>/eval/results.json`
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from src import build
 from src.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from src.cli import USER_ERRORS, exit_with
+from src.cli import run_script
 from src.distributed import World, resolve_device
 from src.files import atomic_write_json
 from src.runner import Runner
@@ -81,8 +80,4 @@ def main(argv: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    try:
-        main(sys.argv[1:])
-    except USER_ERRORS as err:
-        exit_with(err)
+    run_script(main)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
 from src.checkpoint import CheckpointError
-from src.cli import USER_ERRORS, exit_with
+from src.cli import run_script
 from src.data.collate import NormalizeImages
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.eval import load_trained_model
@@ -116,8 +115,4 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
-    try:
-        main(sys.argv[1:])
-    except USER_ERRORS as err:
-        exit_with(err)
+    run_script(main, logging.WARNING)

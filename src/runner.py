@@ -29,6 +29,7 @@ from src.checkpoint import Checkpointer, load_checkpoint, load_model_weights
 from src.distributed import World, any_rank, barrier
 from src.logger import MetricLogger
 from src.metrics import SumMeter, WindowMeter
+from src.precision import autocast, grad_scaler
 from src.progress import Progress
 from src.signals import StopRequest, StopTraining
 from src.state import TrainState, capture_rng, restore_rng
@@ -89,7 +90,7 @@ class Runner:
         self.module = getattr(model, "module", model)  # the model inside a DDP wrapper
         self.bare = getattr(self.module, "_orig_mod", self.module)  # and inside torch.compile
         self.meter = WindowMeter(device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.opt.precision == "16-mixed")
+        self.scaler = grad_scaler(device, self.opt.precision)
         self._last_log = (time.perf_counter(), self.state.samples_seen)
         self._started = (time.perf_counter(), self.state.train_time_s)
 
@@ -142,7 +143,7 @@ class Runner:
         inputs, targets = batch
         accumulate = self.opt.accumulate_grad_batches
         boundary = last or (self.state.batch_in_epoch + 1) % accumulate == 0
-        with self._autocast():
+        with autocast(self.device, self.opt.precision):
             outputs = self.model(inputs)
             loss = self.criterion(outputs, targets)
         self.meter.update(loss, outputs, targets)
@@ -167,12 +168,6 @@ class Runner:
             self.scheduler.step()
         self.state.step += 1
         return True
-
-    def _autocast(self) -> Any:
-        dtype = {"bf16": torch.bfloat16, "16-mixed": torch.float16}.get(self.opt.precision)
-        if dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
 
     # ------------------------------------------------------------------------------ logging
     def _log_train(self) -> None:
@@ -226,9 +221,7 @@ class Runner:
 
     def _improved(self, value: float) -> bool:
         best = self.state.best_metric
-        if best is None:
-            return True
-        return value > best if self.opt.monitor_mode == "max" else value < best
+        return best is None or (value > best if self.opt.monitor_mode == "max" else value < best)
 
     @torch.no_grad()
     def evaluate(self, loader: Any, split: str, limit: int = -1) -> dict[str, float]:
@@ -239,7 +232,7 @@ class Runner:
         for i, (inputs, targets) in enumerate(loader):
             if 0 <= limit <= i:
                 break
-            with self._autocast():
+            with autocast(self.device, self.opt.precision):
                 outputs = self.module(inputs)
                 loss = self.criterion(outputs, targets)
             meter.update(loss.float(), outputs, targets)

@@ -124,7 +124,11 @@ def test_two_rank_run_writes_one_set_of_files(runs: dict[str, Path]) -> None:
     run_dir = runs["ddp"]
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["ddp", "dump", "resumed", "single"]
     expected = {".hydra", "checkpoints", "curves.png", "main.log", "metrics.csv", "results.json"}
-    assert {p.name for p in run_dir.iterdir()} == expected
+    expected |= {"environment.json", "git.txt", "git.diff", "requirements.txt"}  # run records
+    names = {p.name for p in run_dir.iterdir()}
+    events = {n for n in names if n.startswith("events.out.tfevents.")}
+    assert len(events) == 1  # one TensorBoard writer: rank 0's
+    assert names - events == expected
     assert {p.name for p in (run_dir / ".hydra").iterdir()} == {
         "config.yaml",
         "hydra.yaml",

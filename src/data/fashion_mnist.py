@@ -8,7 +8,8 @@ downloads applies; `verify_md5` has no effect for this dataset.
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 from torchvision.datasets import FashionMNIST
 
 from src.data import mnist
@@ -19,41 +20,19 @@ CLASSES = FashionMNIST.classes  # "T-shirt/top", "Trouser", ... "Ankle boot"
 
 def build_loaders(
     root: str,
-    batch_size: int,
-    eval_batch_size: int,
-    val_size: int,
-    split_seed: int,
-    download: bool = True,
-    verify_md5: bool = False,
+    *,
     mean: float = FASHION_MEAN,
     std: float = FASHION_STD,
-    *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    rank: int = 0,
-    world_size: int = 1,
+    **kwargs: Any,
 ) -> mnist.Loaders:
-    """Train/val/test loaders over FashionMNIST, cut from in-memory uint8 tensors."""
-    return mnist.build_loaders(
-        root,
-        batch_size,
-        eval_batch_size,
-        val_size,
-        split_seed,
-        download,
-        verify_md5=False,  # see the module docstring
-        seed=seed,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-        dataset_cls=FashionMNIST,
-        md5=None,
-        mean=mean,
-        std=std,
-    )
+    """The MNIST loaders (same keyword arguments) over FashionMNIST's files and statistics."""
+    kwargs["md5"] = None  # see the module docstring
+    return mnist.build_loaders(root, mean=mean, std=std, dataset_cls=FashionMNIST, **kwargs)
 
 
 if __name__ == "__main__":
-    loaders = build_loaders("data", 256, 1000, 5000, 0)
+    loaders = build_loaders(
+        "data", batch_size=256, eval_batch_size=1000, val_size=5000, split_seed=0
+    )
     x, y = next(iter(loaders.train))
     print(f"train batches {len(loaders.train)}, batch {tuple(x.shape)}, first: {CLASSES[y[0]]}")
