@@ -47,13 +47,8 @@ def init_distributed(world: World, device: torch.device) -> None:
 
 
 def shutdown_distributed() -> None:
-    """Leave the group together: a rank tearing down its sockets while a peer still talks on
-    them can abort that peer."""
     if dist.is_available() and dist.is_initialized():
-        try:
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:

@@ -25,6 +25,7 @@ from src.config.schema import register_configs
 from src.config.validate import check_config
 from src.distributed import (
     World,
+    barrier,
     init_distributed,
     resolve_device,
     shutdown_distributed,
@@ -85,6 +86,7 @@ def train(
     if world.is_main:
         records.join()
         finish_run_dir(run_dir, results)
+    barrier(world)  # leave together: a rank closing its sockets early can abort a busy peer
     return results
 
 
