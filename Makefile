@@ -38,8 +38,8 @@ summary:  ## summarise a sweep folder again (make summary DIR=multirun/<date>/<t
 tensorboard:  ## serve TensorBoard for a folder of runs (make tensorboard DIR=multirun/...)
 	$(PY) -m tensorboard.main --logdir $(or $(DIR),outputs)
 
-test:  ## run the test suite
-	$(PY) -m pytest -q $(ARGS)
+test:  ## run the test suite (one worker per core; each test file stays on one worker)
+	$(PY) -m pytest -q -n auto --dist loadfile $(ARGS)
 
 lint:  ## check formatting (black), lint (ruff) and types (mypy)
 	$(PY) -m black --check src test

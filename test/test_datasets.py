@@ -16,7 +16,9 @@ from src.model.seq_pool import SeqPool
 def test_fashion_mnist_reads_torchvision_layout(tmp_path: Path) -> None:
     raw = write_mnist_like(tmp_path, name="FashionMNIST", n_train=120, n_test=40)
     assert raw == tmp_path / "FashionMNIST" / "raw"
-    loaders = fashion_loaders(str(tmp_path), 20, 40, 20, 0, download=False)
+    loaders = fashion_loaders(
+        str(tmp_path), batch_size=20, eval_batch_size=40, val_size=20, split_seed=0, download=False
+    )
     x, y = next(iter(loaders.train))
     assert x.shape == (20, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert len(loaders.train) == 5 and len(loaders.test) == 1
