@@ -58,17 +58,26 @@ def prepare_raw_files(
         raise DataError(f"data files missing in {raw} and data.download=false")
     errors = []
     for name, route in _routes(dataset_cls):
+        log.info("preparing %s in %s via %s", dataset_cls.__name__, raw, name)
         try:
             route(raw, expected_md5)
             return raw
         except Exception as err:  # any failure of one route just moves on to the next
-            line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            log.warning("%s download failed (%s)", name, line)
+            line = _reason(err)
+            log.warning("%s route failed (%s); trying the next one", name, line)
             errors.append(f"{name}: {line}")
     raise DataError(
         f"could not obtain {dataset_cls.__name__} ({'; '.join(errors)}); "
         f"place the files {', '.join(names)} in {raw.resolve()}"
     )
+
+
+def _reason(err: BaseException) -> str:
+    """First and last line of an error: what failed, and the root cause (e.g. no network)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}"
 
 
 def _official_names(dataset_cls: Any) -> list[str]:
