@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 minute)")
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.md and bench.csv")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 5
+    repeats = 3 if args.quick else 7
     plan = {"cnn": 40 if args.quick else 214, "tiny-mlp": 214 if args.quick else 1000}
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {repeats} repeats, medians"

@@ -13,72 +13,97 @@ import torch
 from src.distributed import World, all_reduce_sum
 
 
+def is_classification(outputs: torch.Tensor, targets: torch.Tensor) -> bool:
+    return outputs.ndim == 2 and targets.ndim == 1 and not targets.is_floating_point()
+
+
 def count_correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Correct top-1 predictions in a batch, as a 0-d device tensor (0 when not classifying)."""
-    if outputs.ndim != 2 or targets.ndim != 1 or targets.is_floating_point():
+    if not is_classification(outputs, targets):
         return outputs.new_zeros(())
     return (outputs.argmax(dim=1) == targets).sum()
 
 
 class WindowMeter:
-    """Per-batch training loss and correct counts since the last `drain`, left on the device.
+    """Per-batch training losses and predictions since the last `drain`, left on the device.
 
-    One entry per batch (not a running sum) so that a non-finite loss can be traced to the exact
-    batch, and so that a checkpoint taken mid-window resumes with identical logged values. An
-    update is four tensor ops and two list appends; `drain` stacks them in one go.
+    One loss per batch (not a running sum) so that a non-finite loss can be traced to the exact
+    batch, and so that a checkpoint taken mid-window resumes with identical logged values. A step
+    costs two tensor ops (detach, argmax); comparing predictions with targets waits for `drain`,
+    where one op covers the whole window.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.losses: list[torch.Tensor] = []
-        self.correct: list[torch.Tensor] = []
+        self.predictions: list[torch.Tensor] = []  # argmax per batch (classification only)
+        self.targets: list[torch.Tensor] = []
         self.counts: list[int] = []
+        self.carried = (0.0, 0)  # (correct, samples) restored from a checkpoint
 
     def __len__(self) -> int:
         return len(self.counts)
 
-    @torch.no_grad()
     def update(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         self.losses.append(loss.detach())  # detached: keeping the graph alive would leak memory
-        self.correct.append(count_correct(outputs, targets))
-        self.counts.append(int(targets.shape[0]))
+        if is_classification(outputs, targets):
+            self.predictions.append(outputs.detach().argmax(dim=1))
+            self.targets.append(targets)
+        self.counts.append(len(targets))
 
-    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.counts:
-            empty = torch.zeros(0, device=self.device)
-            return empty, empty
-        return torch.stack(self.losses).float(), torch.stack(self.correct).double()
+    def _losses(self) -> torch.Tensor:
+        if not self.losses:
+            return torch.zeros(0, device=self.device)
+        return torch.stack(self.losses).float()
+
+    def _correct(self) -> tuple[torch.Tensor, int]:
+        """Correct predictions in the window (with what a checkpoint carried), and their count."""
+        correct, seen = self.carried
+        total = torch.tensor(correct, dtype=torch.float64, device=self.device)
+        if self.predictions:
+            hits = torch.cat(self.predictions) == torch.cat(self.targets)
+            total = total + hits.sum()
+            seen += hits.numel()
+        return total, seen
 
     def first_nonfinite(self, world: World | None = None) -> int | None:
         """Index of the first batch in the window whose loss is NaN or inf on any rank (one host
         sync); every rank gets the same answer, so they all stop together."""
         if len(self) == 0:  # the same on every rank: they all see the same batches
             return None
-        bad = (~torch.isfinite(self._stacked()[0])).float()
+        bad = (~torch.isfinite(self._losses())).float()
         bad = all_reduce_sum(bad, world or World()) > 0
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
     def drain(self, world: World) -> dict[str, float]:
         """Sample-weighted loss and accuracy over the window, summed over ranks; then reset."""
-        losses, correct = self._stacked()
         counts = torch.tensor(self.counts, dtype=torch.float64).to(self.device)
-        sums = torch.stack([(losses.double() * counts).sum(), correct.sum(), counts.sum()])
-        loss_sum, correct_sum, count = all_reduce_sum(sums, world).tolist()
-        self.losses, self.correct, self.counts = [], [], []
+        correct, seen = self._correct()
+        loss_sum = (self._losses().double() * counts).sum()
+        sums = torch.stack([loss_sum, correct, counts.sum(), counts.new_tensor(seen)])
+        loss_sum, correct_sum, count, scored = all_reduce_sum(sums, world).tolist()
+        self.losses, self.predictions, self.targets, self.counts = [], [], [], []
+        self.carried = (0.0, 0)
         return {
             "loss": loss_sum / max(count, 1),
-            "acc": correct_sum / max(count, 1),
+            "acc": correct_sum / max(scored, 1),
             "count": count,
         }
 
     def state_dict(self) -> dict[str, Any]:
-        losses, correct = self._stacked()
-        return {"losses": losses.cpu(), "correct": correct.cpu(), "counts": list(self.counts)}
+        correct, seen = self._correct()
+        return {
+            "losses": self._losses().cpu(),
+            "counts": list(self.counts),
+            "correct": float(correct),
+            "scored": seen,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses = list(state["losses"].to(self.device).unbind())
-        self.correct = list(state["correct"].to(self.device).unbind())
         self.counts = list(state["counts"])
+        self.predictions, self.targets = [], []
+        self.carried = (float(state["correct"]), int(state["scored"]))
 
 
 class SumMeter:

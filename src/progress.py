@@ -70,7 +70,7 @@ class Progress:
     def write(self, message: str) -> None:
         """A line that should survive the bars (and reach the log file)."""
         if self.mode == "bar":
-            tqdm.write(message, file=sys.stdout)
+            tqdm.write(message, file=self.file or sys.stdout)
             log.debug(message)
         elif self.mode == "log":
             log.info(message)

@@ -35,6 +35,7 @@ from src.signals import StopRequest, StopTraining
 from src.state import TrainState, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
+_NO_CONTEXT = nullcontext()  # reusable, and cheaper than building one per step
 
 
 @dataclass
@@ -141,33 +142,45 @@ class Runner:
     def _train_batch(self, batch: Any, last: bool = False) -> bool:
         """Forward and backward one batch; step when accumulation completes or the epoch ends."""
         inputs, targets = batch
-        accumulate = self.opt.accumulate_grad_batches
-        boundary = last or (self.state.batch_in_epoch + 1) % accumulate == 0
-        with autocast(self.device, self.opt.precision):
+        s, accumulate = self.state, self.opt.accumulate_grad_batches
+        boundary = last or accumulate == 1 or (s.batch_in_epoch + 1) % accumulate == 0
+        with self._autocast():
             outputs = self.model(inputs)
             loss = self.criterion(outputs, targets)
         self.meter.update(loss, outputs, targets)
-        self.state.samples_seen += int(targets.shape[0]) * self.world.world_size
+        s.samples_seen += len(targets) * self.world.world_size
         # skip mode: every rank skips the same batch, or DDP's gradient all-reduce would hang
         if self.opt.on_nonfinite == "skip" and any_rank(~torch.isfinite(loss.detach()), self.world):
-            log.warning("skipping batch %d: non-finite loss", self.state.batch_in_epoch)
+            log.warning("skipping batch %d: non-finite loss", s.batch_in_epoch)
             self.optimizer.zero_grad(set_to_none=True)
             return False
-        no_sync = getattr(self.model, "no_sync", None)  # DDP: skip the all-reduce mid-accumulation
-        with nullcontext() if boundary or no_sync is None else no_sync():
-            self.scaler.scale(loss / accumulate if accumulate > 1 else loss).backward()
-        if not boundary:
-            return False
+        if accumulate > 1:
+            loss = loss / accumulate
+        no_sync = getattr(self.model, "no_sync", None)  # DDP: no all-reduce mid-accumulation
+        with _NO_CONTEXT if boundary or no_sync is None else no_sync():
+            (self.scaler.scale(loss) if self.scaler.is_enabled() else loss).backward()
+        if boundary:
+            self._optimizer_step()
+        return boundary
+
+    def _optimizer_step(self) -> None:
         if self.opt.gradient_clip_val > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.gradient_clip_val)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
         self.state.step += 1
-        return True
+
+    def _autocast(self) -> Any:
+        return (
+            _NO_CONTEXT if self.opt.precision == "32" else autocast(self.device, self.opt.precision)
+        )
 
     # ------------------------------------------------------------------------------ logging
     def _log_train(self) -> None:
@@ -232,7 +245,7 @@ class Runner:
         for i, (inputs, targets) in enumerate(loader):
             if 0 <= limit <= i:
                 break
-            with autocast(self.device, self.opt.precision):
+            with self._autocast():
                 outputs = self.module(inputs)
                 loss = self.criterion(outputs, targets)
             meter.update(loss.float(), outputs, targets)
