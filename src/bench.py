@@ -3,8 +3,9 @@
     python -m src.bench [--quick] [--out outputs/bench]
 
 1. per-step time: a hand-written PyTorch loop vs the Runner with its default features on
-   (tqdm bars, device-side metrics, metrics.csv every 50 steps, checkpoints at the epoch end),
-   for the default CNN and a tiny MLP, on the same synthetic MNIST-shaped batches;
+   (tqdm bars, device-side metrics, metrics.csv and TensorBoard every 50 steps, the epoch-end
+   checkpoint), for the default CNN and a tiny MLP, on the same synthetic MNIST-shaped batches,
+   timed from step 10 to the last step; the end-of-epoch work gets its own row;
 2. the same model and data under Lightning's Trainer with its defaults and `self.log` each step,
    when `lightning` is installed (`pip install -e ".[bench]"`);
 3. data throughput: torchvision's MNIST through a DataLoader with per-sample transforms vs the
@@ -60,23 +61,48 @@ def fresh(name: str) -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
 
+SKIP = 10  # steps left out of every timing: warm-up, like the Lightning clock
+
+
+class StepClock:
+    """Seconds per step from step SKIP to the last step (start-up and teardown excluded)."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+        self.steps = 0
+
+    def tick(self, step: int) -> None:
+        self.end = time.perf_counter()
+        if step == SKIP:
+            self.start, self.steps = self.end, 0
+        self.steps += 1
+
+    @property
+    def per_step(self) -> float:
+        return (self.end - self.start) / max(self.steps - 1, 1)
+
+
 def hand_written(name: str, loader: InMemoryLoader) -> float:
     """The loop a person would write by hand: the baseline every other row is compared with."""
     model, optimizer = fresh(name)
     criterion = nn.CrossEntropyLoss()
     model.train()
-    start = time.perf_counter()
-    for inputs, targets in loader:
+    clock = StepClock()
+    for step, (inputs, targets) in enumerate(loader, start=1):
         loss = criterion(model(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return (time.perf_counter() - start) / len(loader)
+        clock.tick(step)
+    return clock.per_step
 
 
-def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> float:
-    """One epoch through `Runner.fit` with the features of a default run switched on."""
+def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> tuple[float, float]:
+    """One epoch through `Runner.fit` with the features of a default run switched on: bars,
+    device-side metrics, metrics.csv + TensorBoard every 50 steps, the epoch-end checkpoint.
+    Returns seconds per step and the end-of-epoch time (final validation and checkpoint)."""
     model, optimizer = fresh(name)
+    clock = StepClock()
     with open(os.devnull, "w") as sink:
         runner = Runner(
             model,
@@ -87,62 +113,77 @@ def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> float:
             checkpointer=Checkpointer(folder / "checkpoints"),
             logger=MetricLogger(folder),
             progress=Progress("bar", file=sink),
+            on_step_end=[lambda r: clock.tick(r.state.step)],
         )
-        start = time.perf_counter()
         runner.fit(loader, [])
-        seconds = time.perf_counter() - start
+        end_of_epoch = time.perf_counter() - clock.end
     runner.logger.close()
-    return seconds / len(loader)
+    return clock.per_step, end_of_epoch
+
+
+def paired(
+    first: Callable[[int], float], second: Callable[[int], float], repeats: int
+) -> list[tuple[float, float]]:
+    """(first, second) timings run back to back, alternating which goes first, so drifts in
+    machine speed and order effects hit both sides alike."""
+    pairs = []
+    for r in range(repeats):
+        if r % 2:
+            b_time, a_time = second(r), first(r)
+        else:
+            a_time, b_time = first(r), second(r)
+        pairs.append((a_time, b_time))
+    return pairs
 
 
 def compare_loops(name: str, steps: int, repeats: int) -> list[Row]:
     loader = synthetic_loader(steps)
     hand_written(name, loader)  # warm-up: allocator, kernels, caches
-    hand, ours, theirs = [], [], []
-    lightning_ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(repeats):
-            hand.append(hand_written(name, loader))
-            ours.append(with_runner(name, loader, Path(tmp) / f"runner{r}"))
-            if lightning_ok:
-                seconds = lightning_seconds_per_step(fresh(name)[0], loader, Path(tmp) / f"pl{r}")
-                lightning_ok = seconds is not None
-                theirs.append(seconds or 0.0)
-    base = statistics.median(hand)
-    rows = [loop_row(f"{name}: Runner vs hand-written loop", base, statistics.median(ours))]
-    if lightning_ok:
+        folder = Path(tmp)
+        hand = lambda r: hand_written(name, loader)  # noqa: E731
+        tails: list[float] = []
+
+        def runner(r: int) -> float:
+            per_step, tail = with_runner(name, loader, folder / f"runner{r}")
+            tails.append(tail)
+            return per_step
+
+        ours = paired(hand, runner, repeats)
+        rows = [loop_row(f"{name}: Runner vs hand-written loop", ours)]
         rows.append(
-            loop_row(
-                f"{name}: Lightning Trainer vs hand-written loop", base, statistics.median(theirs)
-            )
+            unavailable(f"{name}: Runner end of epoch (validate, checkpoint, wait for fsync)", "")
+            | {"measured": f"{statistics.median(tails) * 1e3:.1f} ms once per epoch"}
         )
-        rows.append(
-            ratio_row(
-                f"{name}: Lightning / Runner per step",
-                statistics.median(theirs),
-                statistics.median(ours),
-            )
+        lightning = lambda r: lightning_seconds_per_step(  # noqa: E731
+            fresh(name)[0], loader, folder / f"pl{r}"
         )
-    else:
-        rows.append(
-            {
-                "benchmark": f"{name}: Lightning Trainer",
-                "baseline": "-",
-                "measured": "not installed",
-                "ratio": "-",
-                "overhead": "-",
-            }
-        )
+        if lightning(-1) is None:  # also Lightning's warm-up
+            return [*rows, unavailable(f"{name}: Lightning Trainer", "not installed")]
+        theirs = paired(hand, lambda r: lightning(r) or 0.0, max(3, repeats // 2))
+    rows.append(loop_row(f"{name}: Lightning Trainer vs hand-written loop", theirs))
+    ours_median = statistics.median(b for _, b in ours)
+    theirs_median = statistics.median(b for _, b in theirs)
+    rows.append(ratio_row(f"{name}: Lightning / Runner per step", theirs_median, ours_median))
     return rows
 
 
-def loop_row(label: str, base: float, other: float) -> Row:
+def unavailable(label: str, why: str) -> Row:
+    return {"benchmark": label, "baseline": "-", "measured": why, "ratio": "-", "overhead": "-"}
+
+
+def loop_row(label: str, pairs: list[tuple[float, float]]) -> Row:
+    """Medians of each side, and the median of the per-pair ratios and differences."""
+    base = statistics.median(a for a, _ in pairs)
+    other = statistics.median(b for _, b in pairs)
+    ratio = statistics.median(b / a for a, b in pairs)
+    extra = statistics.median(b - a for a, b in pairs)
     return {
         "benchmark": label,
         "baseline": f"{base * 1e3:.3f} ms/step",
         "measured": f"{other * 1e3:.3f} ms/step",
-        "ratio": f"{other / base:.3f}",
-        "overhead": f"{(other - base) * 1e6:+.0f} µs/step ({(other / base - 1) * 100:+.1f}%)",
+        "ratio": f"{ratio:.3f}",
+        "overhead": f"{extra * 1e6:+.0f} µs/step ({(ratio - 1) * 100:+.1f}%)",
     }
 
 
@@ -268,14 +309,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 minute)")
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.md and bench.csv")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 7
-    plan = {"cnn": 40 if args.quick else 214, "tiny-mlp": 214 if args.quick else 1000}
+    plan = {"cnn": (60, 3) if args.quick else (214, 9), "tiny-mlp": (214, 7 if args.quick else 31)}
+    repeats = 3 if args.quick else 5
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {repeats} repeats, medians"
     )
     rows: list[Row] = []
-    for name, steps in plan.items():
-        rows += compare_loops(name, steps, repeats)
+    for name, (steps, pairs) in plan.items():
+        rows += compare_loops(name, steps, pairs)
         print(f"done: {name} ({steps} steps per repeat)", flush=True)
     rows += data_throughput(10000 if args.quick else 30000, repeats)
     rows += end_to_end(1 if args.quick else 3, ["runner.max_epochs=1"] if args.quick else [])
