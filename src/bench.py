@@ -121,50 +121,52 @@ def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> tuple[float,
     return clock.per_step, end_of_epoch
 
 
-def paired(
-    first: Callable[[int], float], second: Callable[[int], float], repeats: int
-) -> list[tuple[float, float]]:
-    """(first, second) timings run back to back, alternating which goes first, so drifts in
-    machine speed and order effects hit both sides alike."""
-    pairs = []
+def interleaved(runs: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
+    """Time every variant once per repeat, rotating their order, so that drifts in machine
+    speed and order effects hit all of them alike; compare them repeat by repeat."""
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        if r % 2:
-            b_time, a_time = second(r), first(r)
-        else:
-            a_time, b_time = first(r), second(r)
-        pairs.append((a_time, b_time))
-    return pairs
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(runs[name](r))
+    return times
 
 
 def compare_loops(name: str, steps: int, repeats: int) -> list[Row]:
     loader = synthetic_loader(steps)
     hand_written(name, loader)  # warm-up: allocator, kernels, caches
+    tails: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        hand = lambda r: hand_written(name, loader)  # noqa: E731
-        tails: list[float] = []
 
         def runner(r: int) -> float:
             per_step, tail = with_runner(name, loader, folder / f"runner{r}")
             tails.append(tail)
             return per_step
 
-        ours = paired(hand, runner, repeats)
-        rows = [loop_row(f"{name}: Runner vs hand-written loop", ours)]
-        rows.append(
-            unavailable(f"{name}: Runner end of epoch (validate, checkpoint, wait for fsync)", "")
-            | {"measured": f"{statistics.median(tails) * 1e3:.1f} ms once per epoch"}
-        )
-        lightning = lambda r: lightning_seconds_per_step(  # noqa: E731
-            fresh(name)[0], loader, folder / f"pl{r}"
-        )
-        if lightning(-1) is None:  # also Lightning's warm-up
-            return [*rows, unavailable(f"{name}: Lightning Trainer", "not installed")]
-        theirs = paired(hand, lambda r: lightning(r) or 0.0, max(3, repeats // 2))
-    rows.append(loop_row(f"{name}: Lightning Trainer vs hand-written loop", theirs))
-    ours_median = statistics.median(b for _, b in ours)
-    theirs_median = statistics.median(b for _, b in theirs)
-    rows.append(ratio_row(f"{name}: Lightning / Runner per step", theirs_median, ours_median))
+        def lightning(r: int) -> float | None:
+            return lightning_seconds_per_step(fresh(name)[0], loader, folder / f"pl{r}")
+
+        runs: dict[str, Callable[[int], float]] = {
+            "hand": lambda r: hand_written(name, loader),
+            "runner": runner,
+        }
+        runner(-1)  # warm-up: the first run also imports TensorBoard in its writer thread
+        tails.clear()
+        if lightning(-1) is not None:  # installed; and that was its warm-up
+            runs["lightning"] = lambda r: lightning(r) or 0.0
+        times = interleaved(runs, repeats)
+    rows = [
+        loop_row(f"{name}: Runner vs hand-written loop", times["hand"], times["runner"]),
+        unavailable(f"{name}: Runner end of epoch (validate, checkpoint, wait for fsync)", "")
+        | {"measured": f"{statistics.median(tails) * 1e3:.1f} ms once per epoch"},
+    ]
+    if "lightning" not in times:
+        return [*rows, unavailable(f"{name}: Lightning Trainer", "not installed")]
+    rows.append(
+        loop_row(f"{name}: Lightning vs hand-written loop", times["hand"], times["lightning"])
+    )
+    rows.append(loop_row(f"{name}: Lightning vs Runner", times["runner"], times["lightning"]))
     return rows
 
 
@@ -172,28 +174,16 @@ def unavailable(label: str, why: str) -> Row:
     return {"benchmark": label, "baseline": "-", "measured": why, "ratio": "-", "overhead": "-"}
 
 
-def loop_row(label: str, pairs: list[tuple[float, float]]) -> Row:
-    """Medians of each side, and the median of the per-pair ratios and differences."""
-    base = statistics.median(a for a, _ in pairs)
-    other = statistics.median(b for _, b in pairs)
-    ratio = statistics.median(b / a for a, b in pairs)
-    extra = statistics.median(b - a for a, b in pairs)
+def loop_row(label: str, base: list[float], other: list[float]) -> Row:
+    """Medians of each side, and the medians of the repeat-by-repeat ratios and differences."""
+    ratio = statistics.median(o / b for b, o in zip(base, other))
+    extra = statistics.median(o - b for b, o in zip(base, other))
     return {
         "benchmark": label,
-        "baseline": f"{base * 1e3:.3f} ms/step",
-        "measured": f"{other * 1e3:.3f} ms/step",
+        "baseline": f"{statistics.median(base) * 1e3:.3f} ms/step",
+        "measured": f"{statistics.median(other) * 1e3:.3f} ms/step",
         "ratio": f"{ratio:.3f}",
         "overhead": f"{extra * 1e6:+.0f} µs/step ({(ratio - 1) * 100:+.1f}%)",
-    }
-
-
-def ratio_row(label: str, a: float, b: float) -> Row:
-    return {
-        "benchmark": label,
-        "baseline": f"{b * 1e3:.3f} ms/step",
-        "measured": f"{a * 1e3:.3f} ms/step",
-        "ratio": f"{a / b:.2f}",
-        "overhead": "",
     }
 
 
@@ -309,7 +299,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 minute)")
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.md and bench.csv")
     args = parser.parse_args()
-    plan = {"cnn": (60, 3) if args.quick else (214, 9), "tiny-mlp": (214, 7 if args.quick else 31)}
+    # (steps per timed epoch, repeats): many short repeats beat few long ones on a noisy machine
+    plan = {"cnn": (40, 3) if args.quick else (60, 21), "tiny-mlp": (214, 5 if args.quick else 31)}
     repeats = 3 if args.quick else 5
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {repeats} repeats, medians"
