@@ -75,20 +75,26 @@ class WindowMeter:
         bad = all_reduce_sum(bad, world or World()) > 0
         return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
 
-    def drain(self, world: World) -> dict[str, float]:
-        """Sample-weighted loss and accuracy over the window, summed over ranks; then reset."""
+    def summarize(self, world: World) -> dict[str, float]:
+        """Sample-weighted loss and accuracy over the window and its count of non-finite losses,
+        summed over ranks: one host sync for all of them."""
         counts = torch.tensor(self.counts, dtype=torch.float64).to(self.device)
         correct, seen = self._correct()
-        loss_sum = (self._losses().double() * counts).sum()
-        sums = torch.stack([loss_sum, correct, counts.sum(), counts.new_tensor(seen)])
-        loss_sum, correct_sum, count, scored = all_reduce_sum(sums, world).tolist()
-        self.losses, self.predictions, self.targets, self.counts = [], [], [], []
-        self.carried = (0.0, 0)
+        losses = self._losses()
+        loss_sum = (losses.double() * counts).sum()
+        bad = (~torch.isfinite(losses)).sum().double()
+        sums = torch.stack([loss_sum, correct, counts.sum(), counts.new_tensor(seen), bad])
+        loss_sum, correct_sum, count, scored, nonfinite = all_reduce_sum(sums, world).tolist()
         return {
             "loss": loss_sum / max(count, 1),
             "acc": correct_sum / max(scored, 1),
             "count": count,
+            "nonfinite": nonfinite,
         }
+
+    def reset(self) -> None:
+        self.losses, self.predictions, self.targets, self.counts = [], [], [], []
+        self.carried = (0.0, 0)
 
     def state_dict(self) -> dict[str, Any]:
         correct, seen = self._correct()
@@ -134,4 +140,4 @@ if __name__ == "__main__":
     meter = WindowMeter(torch.device("cpu"))
     for _ in range(3):
         meter.update(torch.tensor(0.5), torch.eye(2), torch.tensor([0, 1]))
-    print(meter.drain(World()), "(3 batches of 2, all correct)")
+    print(meter.summarize(World()), "(3 batches of 2, all correct)")

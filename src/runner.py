@@ -187,9 +187,11 @@ class Runner:
         """Read the window back from the device (the only host sync of a logging step)."""
         if len(self.meter) == 0:
             return
-        self._check_finite()
         s = self.state
-        window = self.meter.drain(self.world)
+        window = self.meter.summarize(self.world)
+        if window["nonfinite"]:
+            self._check_finite()  # stop mode: names the batch and raises
+        self.meter.reset()
         now = time.perf_counter()
         then, seen = self._last_log
         self._last_log = (now, s.samples_seen)
