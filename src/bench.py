@@ -132,7 +132,9 @@ def interleaved(runs: dict[str, Callable[[int], float]], repeats: int) -> dict[s
     return times
 
 
-def compare_loops(name: str, steps: int, repeats: int) -> list[Row]:
+def compare_loops(name: str, steps: int, repeats: int, lightning_repeats: int) -> list[Row]:
+    """Runner vs hand-written loop over `repeats` pairs; then Lightning against both over
+    `lightning_repeats` triplets (it is slow to start, so it gets fewer)."""
     loader = synthetic_loader(steps)
     hand_written(name, loader)  # warm-up: allocator, kernels, caches
     tails: list[float] = []
@@ -147,22 +149,22 @@ def compare_loops(name: str, steps: int, repeats: int) -> list[Row]:
         def lightning(r: int) -> float | None:
             return lightning_seconds_per_step(fresh(name)[0], loader, folder / f"pl{r}")
 
+        runner(-1)  # warm-up: the first run also imports TensorBoard in its writer thread
+        tails.clear()
         runs: dict[str, Callable[[int], float]] = {
             "hand": lambda r: hand_written(name, loader),
             "runner": runner,
         }
-        runner(-1)  # warm-up: the first run also imports TensorBoard in its writer thread
-        tails.clear()
-        if lightning(-1) is not None:  # installed; and that was its warm-up
-            runs["lightning"] = lambda r: lightning(r) or 0.0
         times = interleaved(runs, repeats)
-    rows = [
-        loop_row(f"{name}: Runner vs hand-written loop", times["hand"], times["runner"]),
-        unavailable(f"{name}: Runner end of epoch (validate, checkpoint, wait for fsync)", "")
-        | {"measured": f"{statistics.median(tails) * 1e3:.1f} ms once per epoch"},
-    ]
-    if "lightning" not in times:
-        return [*rows, unavailable(f"{name}: Lightning Trainer", "not installed")]
+        rows = [
+            loop_row(f"{name}: Runner vs hand-written loop", times["hand"], times["runner"]),
+            unavailable(f"{name}: Runner end of epoch (validate, checkpoint, wait for fsync)", "")
+            | {"measured": f"{statistics.median(tails) * 1e3:.1f} ms once per epoch"},
+        ]
+        if lightning(-1) is None:  # not installed (else: that was its warm-up)
+            return [*rows, unavailable(f"{name}: Lightning Trainer", "not installed")]
+        runs["lightning"] = lambda r: lightning(r) or 0.0
+        times = interleaved(runs, lightning_repeats)
     rows.append(
         loop_row(f"{name}: Lightning vs hand-written loop", times["hand"], times["lightning"])
     )
@@ -299,15 +301,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 minute)")
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.md and bench.csv")
     args = parser.parse_args()
-    # (steps per timed epoch, repeats): many short repeats beat few long ones on a noisy machine
-    plan = {"cnn": (40, 3) if args.quick else (60, 21), "tiny-mlp": (214, 5 if args.quick else 31)}
+    # (steps per epoch, Runner repeats, Lightning repeats): many short repeats beat a few long ones
+    plan = {
+        "cnn": (40, 3, 3) if args.quick else (60, 21, 7),
+        "tiny-mlp": (214, 9, 3) if args.quick else (214, 81, 11),
+    }
     repeats = 3 if args.quick else 5
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {repeats} repeats, medians"
     )
     rows: list[Row] = []
-    for name, (steps, pairs) in plan.items():
-        rows += compare_loops(name, steps, pairs)
+    for name, (steps, pairs, triplets) in plan.items():
+        rows += compare_loops(name, steps, pairs, triplets)
         print(f"done: {name} ({steps} steps per repeat)", flush=True)
     rows += data_throughput(10000 if args.quick else 30000, repeats)
     rows += end_to_end(1 if args.quick else 3, ["runner.max_epochs=1"] if args.quick else [])
