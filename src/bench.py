@@ -303,7 +303,7 @@ def main() -> None:
     args = parser.parse_args()
     # (steps per epoch, Runner repeats, Lightning repeats): many short repeats beat a few long ones
     plan = {
-        "cnn": (40, 3, 3) if args.quick else (60, 21, 7),
+        "cnn": (40, 3, 3) if args.quick else (40, 61, 7),
         "tiny-mlp": (214, 9, 3) if args.quick else (214, 81, 11),
     }
     repeats = 3 if args.quick else 5
