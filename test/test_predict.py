@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import synthetic_digits, tiny_overrides
+from helpers import run_cli, synthetic_digits, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,9 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("predict") / "run"
     args = [*tiny_overrides(data_root, run), "runner.max_epochs=3"]
-    result = subprocess.run(
-        [sys.executable, "-m", "src.main", *args], cwd=REPO, capture_output=True, text=True
-    )
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     return run / "checkpoints" / "best.pt"
 
