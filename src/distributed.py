@@ -69,15 +69,6 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj: object, world: World) -> object:
-    """Rank 0's value on every rank."""
-    if not world.is_distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def resolve_device(name: str, world: World) -> torch.device:
     """auto picks cuda, then mps, then cpu; under DDP each process takes its local GPU."""
     if name == "auto":

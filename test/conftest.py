@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, run_cli, write_mnist_like
+from helpers import REPO, run_cli, tiny_overrides, write_mnist_like
 
 __all__ = ["REPO"]  # test modules import it from here
 
@@ -21,6 +21,15 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 CLI = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture(scope="session")
+def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short real run (3 epochs on the synthetic digits) whose folder tests read from."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = run_cli(*tiny_overrides(data_root, run_dir), "runner.max_epochs=3")
+    assert result.returncode == 0, result.stderr
+    return run_dir
 
 
 @pytest.fixture

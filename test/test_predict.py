@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import run_cli, synthetic_digits, tiny_overrides
+from helpers import synthetic_digits
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("predict") / "run"
-    args = [*tiny_overrides(data_root, run), "runner.max_epochs=3"]
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr
-    return run / "checkpoints" / "best.pt"
+def checkpoint(finished_run: Path) -> Path:
+    return finished_run / "checkpoints" / "best.pt"
 
 
 def write_images(folder: Path) -> dict[str, int]:

@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from helpers import run_cli, tiny_overrides
+from helpers import tiny_overrides
 from src.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,15 +121,6 @@ def test_kill_9_while_checkpointing_always_leaves_a_loadable_last_pt(
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]["step"] == STEPS
     steps = [int(step) for step, _, _ in train_rows(run_dir)]
     assert steps == list(range(1, STEPS + 1))  # appended with no duplicated or missing steps
-
-
-@pytest.fixture(scope="module")
-def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    args = [*tiny_overrides(data_root, run_dir), "runner.max_steps=12"]
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stderr
-    return run_dir
 
 
 def digest(path: Path) -> str:
