@@ -26,7 +26,7 @@ run:  ## train the default model on MNIST (overrides: make run ARGS="model=mlp s
 	$(PY) -m src.main $(ARGS)
 
 bench:  ## time the Runner against a hand-written loop (and Lightning if installed); --quick via ARGS
-	$(PY) -m src.bench $(ARGS)
+	$(PY) -m src.tools.bench $(ARGS)
 
 sweep:  ## run a sweep from src/config/sweep/ (make sweep SWEEP=optuna ARGS="seed=0,1,2")
 	$(PY) -m src.main --multirun sweep=$(SWEEP) $(ARGS)
@@ -64,4 +64,4 @@ predict:  ## classify images: make predict CKPT=<file.pt> INPUT=<image or folder
 
 new-project:  ## start a new project from this template: make new-project NAME=<name> DEST=<path>
 	@test -n "$(NAME)" -a -n "$(DEST)" || { echo "usage: make new-project NAME=<name> DEST=<path>"; exit 2; }
-	@$(PYTHON) -m src.new_project "$(NAME)" "$(DEST)"
+	@$(PYTHON) -m src.tools.new_project "$(NAME)" "$(DEST)"

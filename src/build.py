@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from src.distributed import World
+from src.launch.distributed import World
 
 log = logging.getLogger(__name__)
 

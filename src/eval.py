@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src import build
-from src.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from src.cli import run_script
-from src.distributed import World, resolve_device
-from src.files import atomic_write_json
+from src.common.files import atomic_write_json
+from src.launch.cli import run_script
+from src.launch.distributed import World, resolve_device
 from src.runner import Runner
+from src.training.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from src import build, cli, debug
-from src.checkpoint import Checkpointer, load_checkpoint
+from src import build
+from src.common.files import atomic_write_json
 from src.config.schema import register_configs
 from src.config.validate import check_config
-from src.distributed import (
+from src.launch import cli
+from src.launch.distributed import (
     World,
     barrier,
     init_distributed,
@@ -31,19 +32,20 @@ from src.distributed import (
     shutdown_distributed,
     world_from_env,
 )
-from src.files import atomic_write_json
-from src.logger import MetricLogger
-from src.plots import plot_curves
-from src.progress import Progress
-from src.records import RecordWriter
-from src.resume import locate_checkpoint
-from src.run_stamp import register_run_stamp
+from src.launch.run_stamp import register_run_stamp
+from src.launch.signals import StopRequest
+from src.launch.slurm import requeue_if_preempted
+from src.reporting.logger import MetricLogger
+from src.reporting.plots import plot_curves
+from src.reporting.progress import Progress
+from src.reporting.records import RecordWriter
+from src.reporting.tensorboard import flatten
 from src.runner import Runner, RunnerOptions, StopTraining
-from src.signals import StopRequest
-from src.slurm import requeue_if_preempted
-from src.state import TrainState, seed_everything
 from src.sweep.trial import finished_results, monitored_value, trial_identity
-from src.tensorboard_writer import flatten
+from src.training import debug
+from src.training.checkpoint import Checkpointer, load_checkpoint
+from src.training.resume import locate_checkpoint
+from src.training.state import TrainState, seed_everything
 
 log = logging.getLogger(__name__)
 register_configs()

@@ -23,12 +23,12 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from src.checkpoint import CheckpointError
-from src.cli import run_script
+from src.common.files import atomic_open
 from src.data.collate import NormalizeImages
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.eval import load_trained_model
-from src.files import atomic_open
+from src.launch.cli import run_script
+from src.training.checkpoint import CheckpointError
 
 USAGE = "usage: python -m src.predict ckpt=<file.pt> input=<image or folder> [out=<file.csv>]"
 

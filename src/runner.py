@@ -25,14 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.checkpoint import Checkpointer, load_checkpoint, load_model_weights
-from src.distributed import World, any_rank, barrier
-from src.logger import MetricLogger
-from src.metrics import SumMeter, WindowMeter
-from src.precision import autocast, grad_scaler
-from src.progress import Progress
-from src.signals import StopRequest, StopTraining
-from src.state import TrainState, capture_rng, restore_rng
+from src.launch.distributed import World, any_rank, barrier
+from src.launch.signals import StopRequest, StopTraining
+from src.reporting.logger import MetricLogger
+from src.reporting.progress import Progress
+from src.training.checkpoint import Checkpointer, load_checkpoint, load_model_weights
+from src.training.metrics import SumMeter, WindowMeter
+from src.training.precision import autocast, grad_scaler
+from src.training.state import TrainState, capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 _NO_CONTEXT = nullcontext()  # reusable, and cheaper than building one per step

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from src import cli
+from src.launch import cli
 from src.main import main
 from src.runner import Runner
 

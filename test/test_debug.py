@@ -11,8 +11,8 @@ from test_config import CONFIG_DIR, compose_with
 
 from helpers import tiny_overrides
 from src.config.validate import config_problems
-from src.debug import RepeatBatches
-from src.logger import read_metrics
+from src.reporting.logger import read_metrics
+from src.training.debug import RepeatBatches
 
 
 def run_debug(cli, data_root: Path, run_dir: Path, mode: str, *extra: str):
@@ -73,7 +73,7 @@ def test_anomaly_turns_on_anomaly_detection(cli, data_root: Path, tmp_path: Path
 
 
 def test_anomaly_context_is_scoped_and_catches_nan_in_backward() -> None:
-    from src.debug import anomaly
+    from src.training.debug import anomaly
 
     x = torch.tensor([-1.0], requires_grad=True)
     with anomaly(True):

@@ -27,10 +27,10 @@ import torch
 
 from conftest import REPO
 from helpers import tiny_overrides
-from src.cli import quiet_other_ranks
-from src.distributed import World
-from src.logger import read_metrics
-from src.slurm import requeue_if_preempted
+from src.launch.cli import quiet_other_ranks
+from src.launch.distributed import World
+from src.launch.slurm import requeue_if_preempted
+from src.reporting.logger import read_metrics
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 COMMON = [

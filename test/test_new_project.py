@@ -47,7 +47,7 @@ def test_new_project_is_renamed_committed_and_its_tests_pass(tmp_path: Path) -> 
 @pytest.mark.parametrize("name", ["-bad", "my project", "café", "ends-", ""])
 def test_invalid_name_is_refused_with_one_line(name: str, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "src.new_project", name, str(tmp_path / "new")],
+        [sys.executable, "-m", "src.tools.new_project", name, str(tmp_path / "new")],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -13,9 +13,9 @@ from torch import nn
 from src.data.collate import NormalizeImages
 from src.data.loader import InMemoryLoader
 from src.model.cnn import CNN
-from src.progress import Progress
+from src.reporting.progress import Progress
 from src.runner import Runner, RunnerOptions
-from src.schedulers import one_cycle
+from src.training.schedulers import one_cycle
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 SYNCING = ["item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import tiny_overrides
-from src import records
+from src.reporting import records
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from helpers import tiny_overrides
-from src.checkpoint import load_checkpoint
+from src.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 150  # 500 training samples / batch 5 = 100 steps per epoch: resume lands mid-epoch

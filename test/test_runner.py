@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from src.checkpoint import Checkpointer
 from src.data.loader import InMemoryLoader
 from src.model.cnn import CNN
 from src.runner import Runner, RunnerOptions, StopTraining
+from src.training.checkpoint import Checkpointer
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

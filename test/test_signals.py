@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from src.signals import StopRequest
+from src.launch.signals import StopRequest
 
 
 def test_signals_set_the_flag_and_exit_code() -> None:

@@ -92,7 +92,7 @@ class SGDConfig:
 
 @dataclass
 class OneCycleConfig:
-    _target_: str = "src.schedulers.one_cycle"
+    _target_: str = "src.training.schedulers.one_cycle"
     _partial_: bool = True  # main.py supplies the optimizer and the number of steps
     pct_start: float = 0.25  # fraction of steps spent warming up to optimizer.lr
     div_factor: float = 25.0  # start lr = optimizer.lr / div_factor
@@ -101,7 +101,7 @@ class OneCycleConfig:
 
 @dataclass
 class CosineConfig:
-    _target_: str = "src.schedulers.warmup_cosine"
+    _target_: str = "src.training.schedulers.warmup_cosine"
     _partial_: bool = True
     warmup_steps: int = 0  # linear warm-up from 0 to optimizer.lr
     min_lr_ratio: float = 0.0  # final lr as a fraction of optimizer.lr

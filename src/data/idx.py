@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.files import atomic_write_bytes
+from src.common.files import atomic_write_bytes
 
 IMAGES_MAGIC = 2051  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # unsigned byte, 1 dimension

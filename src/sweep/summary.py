@@ -19,7 +19,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.files import atomic_open
+from src.common.files import atomic_open
 from src.sweep.collect import collect
 from src.sweep.markdown import summary_markdown
 from src.sweep.table import group_by_seed, swept_keys, write_csv, write_groups_csv

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.files import atomic_open
+from src.common.files import atomic_open
 from src.sweep.collect import Trial
 
 METRICS = ["final/val/loss", "final/val/acc", "test/loss", "test/acc"]

@@ -45,7 +45,7 @@ def monitored_value(results: dict[str, Any], monitor: str) -> float:
 if __name__ == "__main__":
     import tempfile
 
-    from src.files import atomic_write_json
+    from src.common.files import atomic_write_json
 
     cfg = OmegaConf.create({"optimizer": {"lr": 0.01}, "seed": 0})
     identity = trial_identity(cfg, ["optimizer.lr=0.01"])

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from src.logger import read_metrics
+from src.reporting.logger import read_metrics
 
 
 def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from src.files import atomic_write_bytes, atomic_write_json
+from src.common.files import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
-PROJECT = Path(__file__).resolve().parents[1]  # the repository whose code is running
+PROJECT = Path(__file__).resolve().parents[2]  # the repository whose code is running
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from src.checkpoint import CheckpointError
+from src.training.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = Path(__file__).parent / "config" / "config.yaml"
+CONFIG_FILE = Path(__file__).parents[1] / "config" / "config.yaml"
 
 
 def locate_checkpoint(value: str, output_root: str, run_dir: str | None = None) -> Path | None:

@@ -1,6 +1,6 @@
 """`make bench`: what the template costs, measured side by side in one process.
 
-    python -m src.bench [--quick] [--out outputs/bench]
+    python -m src.tools.bench [--quick] [--out outputs/bench]
 
 1. per-step time: a hand-written PyTorch loop vs the Runner with its default features on
    (tqdm bars, device-side metrics, metrics.csv and TensorBoard every 50 steps, the epoch-end
@@ -31,15 +31,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.bench_lightning import lightning_seconds_per_step
-from src.checkpoint import Checkpointer
 from src.data.collate import NormalizeImages
 from src.data.loader import InMemoryLoader
-from src.logger import MetricLogger
 from src.model.cnn import CNN
 from src.model.mlp import MLP
-from src.progress import Progress
+from src.reporting.logger import MetricLogger
+from src.reporting.progress import Progress
 from src.runner import Runner, RunnerOptions
+from src.tools.bench_lightning import lightning_seconds_per_step
+from src.training.checkpoint import Checkpointer
 
 Row = dict[str, str]
 MODELS: dict[str, Callable[[], nn.Module]] = {

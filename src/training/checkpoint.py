@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from src.files import atomic_save
+from src.common.files import atomic_save
 
 FORMAT_VERSION = 1
 

@@ -1,6 +1,6 @@
 """Start a new project from this template: `make new-project NAME=<name> DEST=<path>`.
 
-    python -m src.new_project my-project ../my-project
+    python -m src.tools.new_project my-project ../my-project
 
 Copies the tracked files only (no outputs, data, virtualenv or caches: `git ls-files` decides),
 renames the project (pyproject `name`, the conda env in `environment.yml`, the README title),
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+TEMPLATE = Path(__file__).resolve().parents[2]
 # A valid Python distribution name (PEP 508 / the packaging spec), compared case-insensitively.
 NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
@@ -98,7 +98,7 @@ def create(name: str, dest: Path, template: Path = TEMPLATE) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m src.new_project NAME DEST", file=sys.stderr)
+        print("usage: python -m src.tools.new_project NAME DEST", file=sys.stderr)
         return 2
     name, dest = argv[0], Path(argv[1])
     try:

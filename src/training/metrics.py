@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from src.distributed import World, all_reduce_sum
+from src.launch.distributed import World, all_reduce_sum
 
 
 def is_classification(outputs: torch.Tensor, targets: torch.Tensor) -> bool:

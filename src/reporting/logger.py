@@ -12,8 +12,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from src.files import atomic_open
-from src.tensorboard_writer import TensorBoardWriter
+from src.common.files import atomic_open
+from src.reporting.tensorboard import TensorBoardWriter
 
 FIELDS = ["step", "epoch", "split", "loss", "acc", "lr", "samples_per_s", "time_s"]
 

@@ -16,11 +16,11 @@ from typing import Any, NoReturn
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from src.checkpoint import CheckpointError
 from src.config.validate import ConfigError
 from src.data.idx import DataError
-from src.resume import resume_argv
 from src.runner import StopTraining
+from src.training.checkpoint import CheckpointError
+from src.training.resume import resume_argv
 
 USER_ERRORS = (
     HydraException,  # composition, unknown group options, instantiation

@@ -16,7 +16,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 
-from src.distributed import World
+from src.launch.distributed import World
 
 log = logging.getLogger(__name__)
 PREEMPTED = 128 + signal.SIGUSR1  # the exit code of a run stopped by SLURM's warning signal
