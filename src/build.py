@@ -1,4 +1,4 @@
-"""Config -> objects. `main.py` (training) and `eval.py` (evaluation) build the same way."""
+"""Config -> objects. `main.py` (training), `eval.py` and `predict.py` build the same way."""
 
 from __future__ import annotations
 
@@ -8,19 +8,46 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from src.config.validate import ConfigError
+from src.data.loaders import Loaders
 from src.launch.distributed import World
+from src.task.base import Task
+from src.training.options import epoch_length
 
 log = logging.getLogger(__name__)
 
 
-def build_loaders(cfg: DictConfig, device: torch.device, world: World) -> Any:
+def build_task(cfg: DictConfig) -> Task:
+    """The task first: its metric names are checked against runner.monitor before any work."""
+    log.info("Instantiating task <%s>", cfg.task._target_)
+    task: Task = instantiate(cfg.task)
+    known = [f"val/{name}" for name in task.metric_names]
+    if cfg.runner.monitor not in known:
+        raise ConfigError(
+            f"runner.monitor={cfg.runner.monitor} is not a metric of {type(task).__name__}; "
+            f"it reports {', '.join(known)}"
+        )
+    return task
+
+
+def build_loaders(cfg: DictConfig, device: torch.device, world: World) -> Loaders:
     log.info("Instantiating data <%s>", cfg.data._target_)
-    return instantiate(
+    loaders: Loaders = instantiate(
         cfg.data, seed=cfg.seed, device=device, rank=world.rank, world_size=world.world_size
     )
+    return loaders
+
+
+def fill_from_data(cfg: DictConfig, info: dict[str, Any]) -> None:
+    """Model fields left None (num_classes, in_channels, ...) take the data's values, in `cfg`
+    itself, so the config stored in checkpoints names the model exactly."""
+    with open_dict(cfg.model):
+        for key, value in info.items():
+            if key in cfg.model and cfg.model[key] is None:
+                cfg.model[key] = value
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
@@ -42,8 +69,7 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 def planned_steps(cfg: DictConfig, batches_per_epoch: int) -> int:
     """Optimizer steps the whole run will take: what a schedule must span."""
-    limit = cfg.runner.limit_train_batches
-    batches = batches_per_epoch if limit < 0 else min(limit, batches_per_epoch)
+    batches = epoch_length(batches_per_epoch, cfg.runner.limit_train_batches)
     per_epoch = math.ceil(batches / cfg.runner.accumulate_grad_batches)
     total = per_epoch * cfg.runner.max_epochs
     return total if cfg.runner.max_steps < 0 else min(total, cfg.runner.max_steps)
@@ -56,8 +82,3 @@ def build_scheduler(
         return None
     log.info("Instantiating scheduler <%s>", cfg.scheduler._target_)
     return instantiate(cfg.scheduler)(optimizer, total_steps=planned_steps(cfg, batches_per_epoch))
-
-
-def build_criterion(cfg: DictConfig) -> nn.Module:
-    criterion: nn.Module = instantiate(cfg.criterion)
-    return criterion

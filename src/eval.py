@@ -4,13 +4,15 @@
     python -m src.eval run=outputs/<date>/<time>            # that run's best.pt
     python -m src.eval run=... device=cpu data.root=/elsewhere  # optional overrides
 
-The model and data are rebuilt from the resolved config stored inside the checkpoint, so the
-original command line is not needed. Results go to `<run dir>/eval/results.json`.
+The model, the task and the data are rebuilt from the resolved config stored inside the
+checkpoint, so the original command line is not needed. The task's metrics go to
+`<run dir>/eval/results.json`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +21,39 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src import build
+from src.common.args import key_values
 from src.common.files import atomic_write_json
 from src.launch.cli import run_script
 from src.launch.distributed import World, resolve_device
+from src.reporting.results import final_line
 from src.runner import Runner
+from src.task.base import Task
 from src.training.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 
 log = logging.getLogger(__name__)
+USAGE = "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [key=value ...]"
+
+
+@dataclass
+class Trained:
+    """What a checkpoint rebuilds: its config (with overrides), model, task and data facts."""
+
+    cfg: DictConfig
+    model: nn.Module
+    task: Task
+    device: torch.device
+    payload: dict[str, Any]
+
+    @property
+    def data_info(self) -> dict[str, Any]:
+        return dict(self.payload.get("data_info") or {})
 
 
 def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
     """`ckpt=` or `run=` picks the checkpoint; other key=value pairs override its config."""
-    pairs = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    unknown = [arg for arg in argv if "=" not in arg]
+    pairs, unknown = key_values(argv)
     if unknown or ("ckpt" in pairs) == ("run" in pairs):
-        raise CheckpointError(
-            "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [key=value ...]"
-        )
+        raise CheckpointError(USAGE)
     if "ckpt" in pairs:
         path = Path(pairs.pop("ckpt"))
     else:
@@ -43,9 +61,7 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
     return path, [f"{k}={v}" for k, v in pairs.items()]
 
 
-def load_trained_model(
-    path: Path, overrides: list[str]
-) -> tuple[DictConfig, nn.Module, torch.device, dict[str, Any]]:
+def load_trained(path: Path, overrides: list[str]) -> Trained:
     """The config stored in the checkpoint (with overrides), its model with the saved weights."""
     payload = load_checkpoint(path)
     if "config" not in payload:
@@ -56,17 +72,18 @@ def load_trained_model(
     device = resolve_device(cfg.device, World())
     model = build.build_model(cfg, device)
     load_model_weights(getattr(model, "_orig_mod", model), payload["model"], path)
-    return cfg, model.eval(), device, payload
+    return Trained(cfg, model.eval(), build.build_task(cfg), device, payload)
 
 
 def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
-    cfg, model, device, payload = load_trained_model(path, overrides)
-    loaders = build.build_loaders(cfg, device, World())
+    trained = load_trained(path, overrides)
+    loaders = build.build_loaders(trained.cfg, trained.device, World())
+    model = trained.model
     runner = Runner(
-        model, torch.optim.SGD(model.parameters(), lr=0.0), build.build_criterion(cfg), device
+        model, torch.optim.SGD(model.parameters(), lr=0.0), trained.task, trained.device
     )
     results: dict[str, Any] = dict(runner.evaluate(loaders.test, "test"))
-    results.update({"checkpoint": str(path), "step": payload["state"]["step"]})
+    results.update({"checkpoint": str(path), "step": trained.payload["state"]["step"]})
     return results
 
 
@@ -75,7 +92,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     results = evaluate_checkpoint(path, overrides)
     out = path.resolve().parent.parent / "eval" / "results.json"
     atomic_write_json(out, results)
-    print(f"test/acc {results['test/acc']:.4f}  test/loss {results['test/loss']:.4f}  -> {out}")
+    print(f"{final_line(results)}  -> {out}")
     return results
 
 

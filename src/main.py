@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from src import build
-from src.common.files import atomic_write_json
-from src.config.schema import register_configs
+from src.config.schema import Config, register_configs
 from src.config.validate import check_config
+from src.data.loaders import Loaders
 from src.launch import cli
 from src.launch.distributed import (
     World,
@@ -34,17 +34,18 @@ from src.launch.distributed import (
 )
 from src.launch.run_stamp import register_run_stamp
 from src.launch.signals import StopRequest
-from src.launch.slurm import requeue_if_preempted
 from src.reporting.logger import MetricLogger
-from src.reporting.plots import plot_curves
 from src.reporting.progress import Progress
 from src.reporting.records import RecordWriter
+from src.reporting.results import final_line, write_results
 from src.reporting.tensorboard import flatten
-from src.runner import Runner, RunnerOptions, StopTraining
-from src.sweep.trial import finished_results, monitored_value, trial_identity
+from src.runner import Runner
+from src.sweep.trial import monitored_value, run_trial
+from src.task.base import Task
 from src.training import debug
 from src.training.checkpoint import Checkpointer, load_checkpoint
-from src.training.resume import locate_checkpoint
+from src.training.options import RunnerOptions
+from src.training.resume import locate_checkpoint, resume_argv
 from src.training.state import TrainState, seed_everything
 
 log = logging.getLogger(__name__)
@@ -62,38 +63,47 @@ def train(
 
     `tags` are stored in results.json as they are (a sweep trial's identity, see src/sweep).
     """
-    check_config(cfg)
     started = time.perf_counter()
+    check_config(cfg)
+    task = build.build_task(cfg)  # checks runner.monitor against the task's metric names
     world = world_from_env()
     device = resolve_device(cfg.device, world)
     records = RecordWriter(records_dir or run_dir, device, enabled=world.is_main)
     init_distributed(world, device)
     seed_everything(cfg.seed)
-    loaders = build.build_loaders(cfg, device, world)
+    data = build.build_loaders(cfg, device, world)
+    build.fill_from_data(cfg, data.info)
     if cfg.runner.overfit_batches > 0:
-        loaders.train = debug.RepeatBatches(loaders.train, cfg.runner.overfit_batches)
-    runner = build_runner(cfg, run_dir, world, device, len(loaders.train))
+        data.train = debug.RepeatBatches(data.train, cfg.runner.overfit_batches)
+    runner = build_runner(cfg, task, data, run_dir, world, device, started)
     try:
         resume_from(cfg, runner, run_dir)
         profiling = (
             debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
         )
         with StopRequest() as runner.stop, profiling, debug.anomaly(cfg.runner.detect_anomaly):
-            runner.fit(loaders.train, loaders.val)
-        results = overfit_report(runner, loaders.train) if cfg.runner.overfit_batches > 0 else {}
-        results |= {**runner.test(loaders.test), **summary(runner, cfg, started), **(tags or {})}
+            runner.fit(data.train, data.val)
+        results = overfit_report(runner, data.train) if cfg.runner.overfit_batches > 0 else {}
+        results |= runner.test(data.test)
+        results |= run_summary(runner, cfg, data.train) | (tags or {})
         runner.logger.log_hparams(hparams(cfg), final_metrics(results), runner.state.step)
     finally:
         runner.logger.close()  # waits for TensorBoard's thread to write what is queued
     if world.is_main:
         records.join()
-        finish_run_dir(run_dir, results)
+        write_results(run_dir, results)
     barrier(world)  # leave together: a rank closing its sockets early can abort a busy peer
     return results
 
 
 def build_runner(
-    cfg: DictConfig, run_dir: Path, world: World, device: torch.device, batches_per_epoch: int
+    cfg: DictConfig,
+    task: Task,
+    data: Loaders,
+    run_dir: Path,
+    world: World,
+    device: torch.device,
+    started: float,
 ) -> Runner:
     model = build.build_model(cfg, device)
     if world.is_distributed:
@@ -102,41 +112,39 @@ def build_runner(
         )
     optimizer = build.build_optimizer(cfg, model)
     checkpoints = world.is_main and cfg.runner.checkpoints
+    columns = [*task.metric_names, "lr", "samples_per_s"]
     return Runner(
         model,
         optimizer,
-        build.build_criterion(cfg),
+        task,
         device,
-        scheduler=build.build_scheduler(cfg, optimizer, batches_per_epoch),
+        scheduler=build.build_scheduler(cfg, optimizer, len(data.train)),
         state=TrainState(),
         options=RunnerOptions(**{k: cfg.runner[k] for k in RunnerOptions.__dataclass_fields__}),
         checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, checkpoints),
-        logger=MetricLogger(run_dir, enabled=world.is_main),
+        logger=MetricLogger(run_dir, columns, enabled=world.is_main),
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
-        checkpoint_extra={"config": portable_config(cfg)},
+        checkpoint_extra={"config": portable_config(cfg), "data_info": data.info},
+        started=started,
     )
 
 
 def overfit_report(runner: Runner, batches: Any) -> dict[str, Any]:
-    """Loss and accuracy on the repeated batches after training: both should be near perfect."""
+    """The task's metrics on the repeated batches after training: they should be near perfect."""
     batches.set_epoch(0)
     metrics = runner.evaluate(batches, "overfit")
-    log.info(
-        "overfit: loss %.4g, accuracy %.4f on the %d repeated batches (%d samples)",
-        metrics["overfit/loss"],
-        metrics["overfit/acc"],
-        len(batches),
-        metrics["overfit/samples"],
-    )
+    shown = final_line(metrics, prefix="overfit/").replace("overfit/", "")
+    log.info("overfit: %s on the %d repeated batches", shown, len(batches))
     return metrics
 
 
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, with paths made absolute so it works from anywhere."""
-    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    if "root" in config["data"]:
-        config["data"]["root"] = str(Path(cfg.data.root).resolve())
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
+    for key in ("root", "path"):
+        if config["data"].get(key):
+            config["data"][key] = str(Path(cfg.data[key]).resolve())
     return config
 
 
@@ -151,15 +159,15 @@ def resume_from(cfg: DictConfig, runner: Runner, run_dir: Path) -> None:
     log.info("Resumed from %s at epoch %d, step %d", path, runner.state.epoch, runner.state.step)
 
 
-def summary(runner: Runner, cfg: DictConfig, started: float) -> dict[str, Any]:
+def run_summary(runner: Runner, cfg: DictConfig, train_loader: Any) -> dict[str, Any]:
     state = runner.state
     return {
         f"best/{cfg.runner.monitor}": state.best_metric,
         "best/step": state.best_step,
-        "epochs": state.epoch,
+        "epochs": round(runner.epochs_trained(train_loader), 4),
         "steps": state.step,
         "train_time_s": round(state.train_time_s, 3),
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        "wall_time_s": round(runner.wall_time_s(), 3),
         "world_size": runner.world.world_size,
         "status": "completed",
     }
@@ -167,7 +175,7 @@ def summary(runner: Runner, cfg: DictConfig, started: float) -> dict[str, Any]:
 
 def hparams(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as flat `group.key` values, for TensorBoard's HPARAMS tab."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     return {k: v for k, v in flat.items() if not k.endswith("_partial_")}
 
 
@@ -176,59 +184,29 @@ def final_metrics(results: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in results.items() if k.startswith(("test/", "best/val/"))}
 
 
-def finish_run_dir(run_dir: Path, results: dict[str, Any]) -> None:
-    atomic_write_json(run_dir / "results.json", results)
-    if (run_dir / "metrics.csv").exists():
-        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-    log.info("test/acc %.4f  test/loss %.4f", results["test/acc"], results["test/loss"])
-    print(f"test accuracy {results['test/acc']:.4f}  run directory {run_dir}")
-
-
 @hydra.main(version_base="1.3", config_path="config", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra's entry point; returns the monitored metric so sweepers can optimise it.
-
-    In a sweep (multirun) a trial that already completed in its folder is not run again, and a
-    trial that fails in any way is recorded in its results.json while the sweep goes on.
-    """
+    """Hydra's entry point; returns the monitored metric so sweepers can optimise it."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # A resumed run keeps its first records; this process's go beside its .hydra/resume-* record.
     records_dir = run_dir / str(hydra_cfg.output_subdir) if cfg.resume else run_dir
-    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-    trial = trial_identity(cfg, list(hydra_cfg.overrides.task)) if sweeping else {}
-    done = finished_results(run_dir, trial) if sweeping else None
-    if done is not None:
-        log.info("trial already completed in %s (results.json); not run again", run_dir)
-        return monitored_value(done, cfg.runner.monitor)
     try:
-        results = train(cfg, run_dir, records_dir, tags=trial)
-    except Exception as err:
-        if not sweeping:
-            if isinstance(err, StopTraining):  # SLURM's warning signal: back in the queue
-                requeue_if_preempted(err.exit_code, world_from_env())
-            if isinstance(err, (StopTraining, *cli.USER_ERRORS)):
-                cli.exit_with(err)  # one line and a non-zero exit, no traceback
-            raise  # a bug: the full traceback
-        stopped = isinstance(err, StopTraining) and err.exit_code >= 128
-        record_failure(run_dir, err, trial, "stopped" if stopped else "failed")
-        if stopped:  # a signal (Ctrl-C, SIGTERM) ends the whole sweep, not just this trial
-            cli.exit_with(err)  # SystemExit: Hydra's launchers pass it through
-        return float("nan")  # the sweep records it and goes on
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # skip a finished trial, record a failed one
+            overrides = list(hydra_cfg.overrides.task)
+            return run_trial(cfg, run_dir, overrides, lambda tags: train(cfg, run_dir, tags=tags))
+        with cli.one_line_errors():
+            results = train(cfg, run_dir, records_dir)
     finally:
         shutdown_distributed()
     return monitored_value(results, cfg.runner.monitor)
 
 
-def record_failure(run_dir: Path, err: Exception, trial: dict[str, Any], status: str) -> None:
-    """results.json says why the trial ended; a bug's traceback goes to main.log as well."""
-    user_error = isinstance(err, (StopTraining, *cli.USER_ERRORS))
-    message = cli.one_line(err) if user_error else f"{type(err).__name__}: {cli.one_line(err)}"
-    log.error("trial %s: %s", status, message, exc_info=not user_error)
-    results = {"status": status, "error": message, **trial}
-    atomic_write_json(run_dir / "results.json", results)
+def run() -> None:
+    """The command line: resume rewrites it first, and errors become one line."""
+    torch.set_float32_matmul_precision("high")
+    cli.run(main, rewrite_argv=lambda argv: resume_argv(argv, Config.output_root))
 
 
 if __name__ == "__main__":
-    torch.set_float32_matmul_precision("high")
-    cli.run(main)
+    run()

@@ -1,56 +1,44 @@
-"""Classify image files with a trained checkpoint: one line per image, and a CSV.
+"""Predict with a trained checkpoint: one line per input, and a CSV.
 
     python -m src.predict ckpt=<file.pt> input=<image or folder> [out=<file.csv>] [device=cpu]
     make predict CKPT=<file.pt> INPUT=<image or folder>
 
-The model is rebuilt from the config stored in the checkpoint (as `src.eval` does). Any image
-PIL reads (PNG, JPEG, ...; any size, colour or not) is converted to the training input: grey,
-resized to the model's side, standardised with the data config's mean and std by the same
-collate as training. Files that are not images are skipped with one line each. The CSV goes to
-`<run dir>/predictions.csv` unless `out=` says otherwise.
+The model and the task are rebuilt from the config stored in the checkpoint (as `src.eval`
+does); what a prediction is belongs to the task (a class and its probability for
+classification), and what an input looks like belongs to the data the model was trained on,
+recorded in the checkpoint (`data_info`: channels, image size, mean and std for images). Any
+image PIL reads (PNG, JPEG, ...; any size, colour or not) is converted to that input. Files that
+are not images are skipped with one line each. The CSV goes to `<run dir>/predictions.csv`
+unless `out=` says otherwise.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
+from src.common.args import key_values
 from src.common.files import atomic_open
-from src.data.collate import NormalizeImages
-from src.data.mnist import MNIST_MEAN, MNIST_STD
-from src.eval import load_trained_model
+from src.eval import Trained, load_trained
 from src.launch.cli import run_script
-from src.training.checkpoint import CheckpointError
+from src.training.checkpoint import CheckpointError, run_dir_of
 
 USAGE = "usage: python -m src.predict ckpt=<file.pt> input=<image or folder> [out=<file.csv>]"
 
 
 def parse_args(argv: list[str]) -> tuple[Path, Path, Path | None, list[str]]:
-    pairs = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    if any("=" not in arg for arg in argv) or not {"ckpt", "input"} <= set(pairs):
+    pairs, unknown = key_values(argv)
+    if unknown or not {"ckpt", "input"} <= set(pairs):
         raise CheckpointError(USAGE)
     out = Path(pairs.pop("out")) if "out" in pairs else None
     ckpt, source = Path(pairs.pop("ckpt")), Path(pairs.pop("input"))
     return ckpt, source, out, [f"{k}={v}" for k, v in pairs.items()]
-
-
-def image_side(cfg: DictConfig) -> int:
-    """The square input side the model was trained on, from its stored config."""
-    model = cfg.model
-    if "image_size" in model:
-        return int(model.image_size)
-    side = math.isqrt(int(model.get("in_features", 0)))
-    if side < 1 or "root" not in cfg.data:
-        raise CheckpointError(f"{model._target_} does not take images: predict handles images")
-    return side
 
 
 def input_files(source: Path) -> list[Path]:
@@ -61,36 +49,49 @@ def input_files(source: Path) -> list[Path]:
     raise CheckpointError(f"input={source}: no such file or folder")
 
 
-def read_image(path: Path, side: int) -> np.ndarray | None:
-    """Grey uint8 (side, side), or None (after one line saying why) when it is not an image."""
-    try:
-        with Image.open(path) as image:
-            grey = image.convert("L")
-    except (UnidentifiedImageError, OSError) as err:
-        reason = "not an image" if isinstance(err, UnidentifiedImageError) else str(err)
-        print(f"skipped {path}: {reason}")
-        return None
-    if grey.size != (side, side):
-        grey = grey.resize((side, side), Image.Resampling.BILINEAR)
-    return np.asarray(grey, dtype=np.uint8)
+class ImageReader:
+    """Image files -> the model's input, as the data module made it during training."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        if "image_size" not in info:
+            raise CheckpointError(
+                "this checkpoint's data has no image input (data_info has no image_size): "
+                "predict reads image files"
+            )
+        self.side, self.channels = int(info["image_size"]), int(info.get("in_channels", 1))
+        shape = (1, self.channels, 1, 1)
+        self.mean = torch.tensor(info.get("mean", 0.0), dtype=torch.float32).reshape(-1, 1, 1)
+        self.std = torch.tensor(info.get("std", 1.0), dtype=torch.float32).reshape(-1, 1, 1)
+        self.mean, self.std = self.mean.expand(shape[1:]), self.std.expand(shape[1:])
+
+    def read(self, path: Path) -> torch.Tensor | None:
+        """(1, C, H, W) float32, or None (after one line saying why) when it is not an image."""
+        try:
+            with Image.open(path) as image:
+                converted = image.convert("L" if self.channels == 1 else "RGB")
+        except (UnidentifiedImageError, OSError) as err:
+            reason = "not an image" if isinstance(err, UnidentifiedImageError) else str(err)
+            print(f"skipped {path}: {reason}")
+            return None
+        if converted.size != (self.side, self.side):
+            converted = converted.resize((self.side, self.side), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.array(converted, dtype=np.uint8))
+        pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+        return ((pixels.float() / 255.0 - self.mean) / self.std).unsqueeze(0)
 
 
 @torch.no_grad()
-def predict(ckpt: Path, source: Path, overrides: list[str]) -> list[dict[str, Any]]:
-    cfg, model, device, _ = load_trained_model(ckpt, overrides)
-    side = image_side(cfg)
-    mean, std = cfg.data.get("mean", MNIST_MEAN), cfg.data.get("std", MNIST_STD)
-    collate = NormalizeImages(mean, std, device)  # exactly the training conversion
+def predict(trained: Trained, source: Path) -> list[dict[str, Any]]:
+    reader = ImageReader(trained.data_info)
     rows = []
     for path in input_files(source):
-        pixels = read_image(path, side)
-        if pixels is None:
+        inputs = reader.read(path)
+        if inputs is None:
             continue
-        inputs, _ = collate(torch.from_numpy(pixels).unsqueeze(0), torch.zeros(1))
-        probs = torch.softmax(model(inputs).float(), dim=1)[0]
-        label = int(probs.argmax())
-        rows.append({"file": str(path), "class": label, "probability": float(probs[label])})
-        print(f"{path}  {label}  {float(probs[label]):.4f}")
+        inputs = trained.task.to_device(inputs, trained.device)
+        (row,) = trained.task.predict(trained.model, inputs)
+        rows.append({"file": str(path), **row})
+        print("  ".join(str(v) for v in rows[-1].values()))
     if not rows:
         raise CheckpointError(f"input={source}: no readable images")
     return rows
@@ -98,17 +99,19 @@ def predict(ckpt: Path, source: Path, overrides: list[str]) -> list[dict[str, An
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_open(path, "w") as handle:
-        writer = csv.DictWriter(handle, ["file", "class", "probability"], lineterminator="\n")
+        writer = csv.DictWriter(handle, list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows({**row, "probability": f"{row['probability']:.6f}"} for row in rows)
+        writer.writerows(rows)
 
 
 def main(argv: list[str]) -> list[dict[str, Any]]:
     ckpt, source, out, overrides = parse_args(argv)
-    rows = predict(ckpt, source, overrides)
-    resolved = ckpt.resolve()
-    run_dir = resolved.parent.parent if resolved.parent.name == "checkpoints" else resolved.parent
-    out = out or run_dir / "predictions.csv"
+    trained = load_trained(ckpt, overrides)
+    try:
+        rows = predict(trained, source)
+    except NotImplementedError as err:  # the task has no prediction to make
+        raise CheckpointError(str(err)) from err
+    out = out or (run_dir_of(ckpt) or ckpt.resolve().parent) / "predictions.csv"
     write_csv(out, rows)
     print(f"{len(rows)} predictions -> {out}")
     return rows

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from src.launch import cli
-from src.main import main
+from src.main import run
 from src.runner import Runner
 
 _fit = Runner.fit
@@ -23,9 +22,9 @@ def fit_and_dump(self: Runner, *args, **kwargs) -> None:
     _fit(self, *args, **kwargs)
     out = Path(os.environ["PARAMS_DUMP_DIR"])
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(self.bare.state_dict(), out / f"rank{self.world.rank}.pt")
+    torch.save(self.plain_model.state_dict(), out / f"rank{self.world.rank}.pt")
 
 
 if __name__ == "__main__":
     Runner.fit = fit_and_dump  # type: ignore[method-assign]
-    cli.run(main)
+    run()

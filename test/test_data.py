@@ -15,7 +15,7 @@ from helpers import synthetic_digits, write_mnist_like
 from src.data import prepare
 from src.data.collate import NormalizeImages
 from src.data.idx import DataError, md5sum, verify_files
-from src.data.loader import InMemoryLoader, split_train_val
+from src.data.in_memory import InMemoryLoader, split_train_val
 from src.data.mnist import build_loaders, load_tensors
 
 

@@ -84,7 +84,7 @@ def test_anomaly_context_is_scoped_and_catches_nan_in_backward() -> None:
 
 
 def test_repeat_batches_serves_the_same_batches_every_epoch() -> None:
-    from src.data.loader import InMemoryLoader
+    from src.data.in_memory import InMemoryLoader
 
     x, y = torch.arange(20).float(), torch.arange(20)
     batches = RepeatBatches(InMemoryLoader(x, y, 4, lambda a, b: b, shuffle=True), 2)

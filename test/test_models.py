@@ -1,4 +1,4 @@
-"""Each model config builds a module with the right output shape."""
+"""Each model config builds, with the fields the data fills, and trains one step on its data."""
 
 from __future__ import annotations
 
@@ -7,24 +7,36 @@ import torch
 from hydra.utils import instantiate
 from test_config import OPTIONS, compose_with
 
+from src import build
+
 MODELS = [option for group, option in OPTIONS if group == "model"]
+# What each model reads; a model not named here is tried on the default data (MNIST images).
+DATA_OF = {"seq_pool": "sequences"}
+INFO = {  # what those data modules put in Loaders.info
+    "mnist": {"num_classes": 10, "in_channels": 1, "image_size": 28, "in_features": 784},
+    "sequences": {"num_classes": 2, "in_features": 1},
+}
 
 
-def example_input(name: str) -> tuple[object, int]:
-    """A batch of 3 of what the model reads, and its number of classes."""
-    if name.startswith("seq_"):  # padded variable-length sequences (src/data/sequences.py)
+def example_batch(data: str) -> object:
+    """A batch of 3 of what the model reads."""
+    if data == "sequences":  # padded variable-length sequences (src/data/sequences.py)
         lengths = torch.tensor([[5], [2], [1]])
-        return (torch.randn(3, 5, 1), torch.arange(5).unsqueeze(0) < lengths), 2
-    return torch.randn(3, 1, 28, 28), 10
+        return (torch.randn(3, 5, 1), torch.arange(5).unsqueeze(0) < lengths)
+    return torch.randn(3, 1, 28, 28)
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_forward_shape_of_every_model(name: str) -> None:
-    model = instantiate(compose_with(f"model={name}").model)
-    inputs, classes = example_input(name)
-    logits = model(inputs)
-    assert logits.shape == (3, classes)
-    logits.sum().backward()
+def test_every_model_builds_from_the_data_and_every_parameter_learns(name: str) -> None:
+    data = DATA_OF.get(name, "mnist")
+    cfg = compose_with(f"model={name}", f"data={data}")
+    build.fill_from_data(cfg, INFO[data])
+    model = instantiate(cfg.model)
+    outputs = model(example_batch(data))
+    assert outputs.shape[0] == 3
+    if "num_classes" in cfg.model:
+        assert outputs.shape == (3, INFO[data]["num_classes"])
+    outputs.float().pow(2).mean().backward()
     assert all(p.grad is not None for p in model.parameters())
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from src.data.collate import NormalizeImages
-from src.data.loader import InMemoryLoader
+from src.data.in_memory import InMemoryLoader
 from src.model.cnn import CNN
 from src.reporting.progress import Progress
-from src.runner import Runner, RunnerOptions
+from src.runner import Runner
+from src.task.classification import Classification
+from src.training.options import RunnerOptions
 from src.training.schedulers import one_cycle
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -51,20 +52,20 @@ def test_no_host_sync_on_non_logging_steps(sync_calls: list, tmp_path: Path) -> 
     runner = Runner(
         model,
         optimizer,
-        nn.CrossEntropyLoss(),
+        Classification(),
         torch.device("cpu"),
         scheduler=one_cycle(optimizer, total_steps=40),
         options=RunnerOptions(max_epochs=1, max_steps=20, log_every_n_steps=5),
         progress=Progress("bar"),
     )
     steps_at_sync: list[int] = []
-    original_update = runner.meter.update
+    original_update = runner.window.update
 
     def update(*args) -> None:  # mark which step each recorded sync belongs to
         steps_at_sync.extend([runner.state.step] * (len(sync_calls) - len(steps_at_sync)))
         original_update(*args)
 
-    runner.meter.update = update  # type: ignore[method-assign]
+    runner.window.update = update  # type: ignore[method-assign]
     runner.fit(train, InMemoryLoader(images[:20], labels[:20], 10, collate))
     steps_at_sync.extend([runner.state.step] * (len(sync_calls) - len(steps_at_sync)))
     assert sync_calls, "the spy saw nothing: instrumentation broken"

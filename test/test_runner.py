@@ -8,10 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from src.data.loader import InMemoryLoader
+from src.data.in_memory import InMemoryLoader
+from src.launch.signals import StopTraining
 from src.model.cnn import CNN
-from src.runner import Runner, RunnerOptions, StopTraining
+from src.runner import Runner
+from src.task.classification import Classification
 from src.training.checkpoint import Checkpointer
+from src.training.options import RunnerOptions
 
 
 def _pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +26,7 @@ def make_runner(model: nn.Module, lr: float = 1e-2, sgd: bool = False, **options
     return Runner(
         model,
         optimizer(model.parameters(), lr=lr),
-        nn.CrossEntropyLoss(),
+        Classification(),
         torch.device("cpu"),
         options=RunnerOptions(**options),
     )

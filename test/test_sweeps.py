@@ -45,7 +45,7 @@ def test_grid_sweep_summary_has_one_row_per_trial_read_back_from_its_run(grid_sw
         assert row["status"] == results["status"] == "completed"
         for key in ("best/val/acc", "test/acc", "test/loss", "wall_time_s"):
             assert float(row[key]) == pytest.approx(results[key]), key
-        assert int(row["epochs"]) == results["epochs"]
+        assert float(row["epochs"]) == results["epochs"]
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
         assert f"optimizer.lr={row['optimizer.lr']}" in overrides
     scores = [float(r["best/val/acc"]) for r in rows]

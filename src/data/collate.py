@@ -1,7 +1,7 @@
-"""Turn raw batches into model input: dtype, scale, normalisation, channel axis, device.
+"""Turn raw batches into model input: dtype, scale, normalisation, channel axis.
 
-Data stays uint8 in memory (4x smaller than float32) and is converted one batch at a time, on
-the target device when one is given, so a GPU receives a quarter of the bytes.
+Data stays uint8 in memory (4x smaller than float32) and is converted one batch at a time,
+wherever the data lives: on a GPU when the loader keeps its tensors there.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import torch
 class NormalizeImages:
     """uint8 images (B, H, W) -> float32 (B, 1, H, W) standardised; labels -> int64."""
 
-    def __init__(self, mean: float, std: float, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
+    def __init__(self, mean: float, std: float) -> None:
         # (x / 255 - mean) / std  ==  x * scale + shift, two fused-friendly ops per batch.
         self.scale = 1.0 / (255.0 * std)
         self.shift = -mean / std
@@ -21,9 +20,6 @@ class NormalizeImages:
     def __call__(
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        non_blocking = self.device.type == "cuda"
-        images = images.to(self.device, non_blocking=non_blocking)
-        labels = labels.to(self.device, non_blocking=non_blocking)
         inputs = images.unsqueeze(1).float().mul_(self.scale).add_(self.shift)
         return inputs, labels.long()
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from src.common.errors import UserError
 from src.common.files import atomic_write_bytes
 
 IMAGES_MAGIC = 2051  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # unsigned byte, 1 dimension
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset file is missing, corrupt or cannot be obtained; the message says what to do."""
 
 

@@ -5,7 +5,6 @@ torchvision's dataset classes read the raw IDX files; everything after that is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,11 @@ import torch
 from torchvision.datasets import MNIST
 
 from src.data.collate import NormalizeImages
-from src.data.loader import InMemoryLoader, split_train_val
+from src.data.in_memory import InMemoryLoader, split_train_val
+from src.data.loaders import Loaders
 from src.data.prepare import MNIST_MD5, prepare_raw_files
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-@dataclass
-class Loaders:
-    train: Any
-    val: Any
-    test: Any
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of [0, 1] pixels over the 60k training images
 
 
 def load_tensors(
@@ -61,21 +54,31 @@ def build_loaders(
         train_x, train_y, val_x, val_y, test_x, test_y = (
             t.to(device) for t in (train_x, train_y, val_x, val_y, test_x, test_y)
         )
-    collate = NormalizeImages(mean, std, device)
+    collate = NormalizeImages(mean, std)
 
     def loader(x: torch.Tensor, y: torch.Tensor, batch: int, shuffle: bool) -> InMemoryLoader:
         return InMemoryLoader(
             x, y, batch, collate, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size
         )
 
+    side = int(train_x.shape[-1])
+    info = {
+        "num_classes": len(dataset_cls.classes),
+        "in_channels": 1,
+        "image_size": side,
+        "in_features": side * side,
+        "mean": mean,
+        "std": std,
+    }
     return Loaders(
         train=loader(train_x, train_y, batch_size, shuffle=True),
         val=loader(val_x, val_y, eval_batch_size, shuffle=False),
         test=loader(test_x, test_y, eval_batch_size, shuffle=False),
+        info=info,
     )
 
 
 if __name__ == "__main__":
     loaders = build_loaders("data", 256, 1000, 5000, 0)
     x, y = next(iter(loaders.train))
-    print(f"train batches {len(loaders.train)}, batch {tuple(x.shape)} {x.dtype}, labels {y[:8]}")
+    print(f"train batches {len(loaders.train)}, batch {tuple(x.shape)} {x.dtype}, {loaders.info}")

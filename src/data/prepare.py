@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from src.common.errors import first_and_last_line
 from src.data.idx import DataError, md5sum, verify_files, write_idx
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,13 @@ def prepare_raw_files(
             route(raw, expected_md5)
             return raw
         except Exception as err:  # any failure of one route just moves on to the next
-            line = _reason(err)
+            line = first_and_last_line(err)
             log.warning("%s route failed (%s); trying the next one", name, line)
             errors.append(f"{name}: {line}")
     raise DataError(
         f"could not obtain {dataset_cls.__name__} ({'; '.join(errors)}); "
         f"place the files {', '.join(names)} in {raw.resolve()}"
     )
-
-
-def _reason(err: BaseException) -> str:
-    """First and last line of an error: what failed, and the root cause (e.g. no network)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')} {lines[-1]}"
 
 
 def _official_names(dataset_cls: Any) -> list[str]:

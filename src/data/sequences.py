@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import torch
 
-from src.data.loader import InMemoryLoader
-from src.data.mnist import Loaders
+from src.data.in_memory import InMemoryLoader
+from src.data.loaders import Loaders
 
 
 class PaddedBatch(NamedTuple):
@@ -32,16 +32,14 @@ def pad_collate(sequences: list[torch.Tensor]) -> PaddedBatch:
 
 
 class SequenceCollate:
-    """Sample ids (and their labels) -> (PaddedBatch, int64 labels) on the device."""
+    """Sample ids (and their labels) -> (PaddedBatch, int64 labels), on the CPU: the Runner
+    moves the batch to the device."""
 
-    def __init__(self, sequences: list[torch.Tensor], device: torch.device | str = "cpu") -> None:
+    def __init__(self, sequences: list[torch.Tensor]) -> None:
         self.sequences = sequences
-        self.device = torch.device(device)
 
     def __call__(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[PaddedBatch, torch.Tensor]:
-        batch = pad_collate([self.sequences[i] for i in ids.tolist()])
-        inputs = PaddedBatch(batch.values.to(self.device), batch.mask.to(self.device))
-        return inputs, labels.to(self.device).long()
+        return pad_collate([self.sequences[i] for i in ids.tolist()]), labels.long()
 
 
 def make_sequences(
@@ -77,7 +75,7 @@ def build_loaders(
 
     def loader(n: int, split_seed: int, batch: int, shuffle: bool) -> InMemoryLoader:
         sequences, labels = make_sequences(n, min_len, max_len, features, split_seed)
-        collate = SequenceCollate(sequences, device)
+        collate = SequenceCollate(sequences)
         return InMemoryLoader(
             torch.arange(n),
             labels,
@@ -94,6 +92,7 @@ def build_loaders(
         train=loader(n_train, base, batch_size, shuffle=True),
         val=loader(n_val, base + 1, eval_batch_size, shuffle=False),
         test=loader(n_test, base + 2, eval_batch_size, shuffle=False),
+        info={"num_classes": 2, "in_features": features},
     )
 
 

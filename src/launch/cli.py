@@ -1,4 +1,4 @@
-"""The command-line shell around the Hydra entry point: user mistakes become one line.
+"""The command-line shell around the entry points: user mistakes become one line.
 
 Exit codes: 0 success; 1 a bug (full traceback); 2 bad input (config, data, checkpoint, output
 folder) with one `error: ...` line; 3 non-finite loss; 128 + N stopped by signal N after writing
@@ -10,49 +10,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config.validate import ConfigError
-from src.data.idx import DataError
-from src.runner import StopTraining
-from src.training.checkpoint import CheckpointError
-from src.training.resume import resume_argv
+from src.common.args import split_override
+from src.common.errors import UserError, one_line
+from src.launch.distributed import world_from_env
+from src.launch.signals import StopTraining
+from src.launch.slurm import requeue_if_preempted
 
+_TRACEBACKS = "DL_TEMPLATE_TRACEBACKS"  # what HYDRA_FULL_ERROR was before we set it
 USER_ERRORS = (
+    UserError,  # config values, data, checkpoints: the project's own one-line errors
     HydraException,  # composition, unknown group options, instantiation
     OmegaConfBaseException,  # unknown keys, wrong types
-    ConfigError,
-    DataError,
-    CheckpointError,
     OSError,  # output folder not writable, disk full
 )
-
-
-def one_line(err: BaseException) -> str:
-    """Condense an exception (and Hydra's chained cause) to a single readable line."""
-    head, *rest = _lines(err) or [type(err).__name__]
-    cause = _lines(err.__cause__) if err.__cause__ is not None else []
-    return " ".join(dict.fromkeys([head, *cause, *rest]))  # dedupe, keep order
-
-
-def _lines(err: BaseException) -> list[str]:
-    """Meaningful lines of a message; Hydra's option lists become 'a, b, c'."""
-    lines: list[str] = []
-    for raw in str(err).splitlines():
-        line = raw.strip()
-        if line.startswith(("Config search path", "full_key:", "object_type=", "reference_type")):
-            break
-        if not line:
-            continue
-        if raw.startswith("\t") and lines and not lines[-1].endswith(":"):
-            lines[-1] += f", {line}"  # continuation of an indented option list
-        else:
-            lines.append(line)
-    return lines
 
 
 def exit_with(err: BaseException) -> NoReturn:
@@ -71,20 +48,32 @@ def quiet_other_ranks(argv: list[str]) -> list[str]:
     if int(os.environ.get("RANK", "0")) == 0:
         return argv
     extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
-    given = {a.split("=", 1)[0].lstrip("+~") for a in argv[1:]}
-    return [*argv, *(e for e in extra if e.split("=", 1)[0] not in given)]
+    given = {split_override(a)[0] for a in argv[1:]}
+    return [*argv, *(e for e in extra if split_override(e)[0] not in given)]
 
 
-def run(entry: Callable[[], Any]) -> None:
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises, and we choose how to report
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Inside a run: a user error or a stop exits here (a stopped SLURM job requeues first),
+    before Hydra would print its own report of the exception."""
     try:
-        sys.argv = quiet_other_ranks(resume_argv(sys.argv))
-        entry()
-    except (StopTraining, *USER_ERRORS) as err:
-        if wants_traceback and not isinstance(err, StopTraining):
+        yield
+    except StopTraining as err:
+        requeue_if_preempted(err.exit_code, world_from_env())
+        exit_with(err)
+    except USER_ERRORS as err:
+        if os.environ.get(_TRACEBACKS) == "1":
             raise
         exit_with(err)
+
+
+def run(entry: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[str]]) -> None:
+    """Run a Hydra entry point; errors while composing the config become one line too."""
+    os.environ.setdefault(_TRACEBACKS, os.environ.get("HYDRA_FULL_ERROR", "0"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises, and we choose how to report
+    with one_line_errors():
+        sys.argv = quiet_other_ranks(rewrite_argv(sys.argv))
+        entry()
 
 
 def run_script(entry: Callable[[list[str]], Any], level: int = logging.INFO) -> None:

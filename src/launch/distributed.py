@@ -9,9 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 
 import torch
 import torch.distributed as dist
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"  # cuda, then mps, then cpu
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
 
 
 @dataclass(frozen=True)

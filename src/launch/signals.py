@@ -40,6 +40,10 @@ class StopRequest:
     def request(self, signum: int) -> None:
         self.signum = signum
 
+    def request_like_sigterm(self) -> None:
+        """Another rank was signalled: stop as SIGTERM would (exit 143)."""
+        self.signum = signal.SIGTERM
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now

@@ -1,6 +1,7 @@
 """Where metrics go: `metrics.csv` and TensorBoard event files in the run directory.
 
-`metrics.csv` has one row per logging event; TensorBoard gets the same numbers as
+`metrics.csv` has one row per logging event, its columns `step, epoch, split` and then the
+names given (the task's metrics, lr, samples_per_s); TensorBoard gets the same numbers as
 `<split>/<metric>` scalars, and the run's hyperparameters with its final metrics at the end.
 Only rank 0 writes (`enabled=False` elsewhere). On resume the file is cut back to the
 checkpoint's step, so steps that were logged after the last checkpoint are not duplicated.
@@ -9,22 +10,26 @@ checkpoint's step, so steps that were logged after the last checkpoint are not d
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from src.common.files import atomic_open
 from src.reporting.tensorboard import TensorBoardWriter
 
-FIELDS = ["step", "epoch", "split", "loss", "acc", "lr", "samples_per_s", "time_s"]
+INDEX = ["step", "epoch", "split"]
 
 
 class MetricLogger:
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: str | Path, columns: Sequence[str] = ("loss",), enabled: bool = True
+    ) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.enabled = enabled
+        self.fields = [*INDEX, *(c for c in columns if c not in INDEX)]
         self._handle: Any = None
         self._writer: csv.DictWriter | None = None
-        self.tensorboard = TensorBoardWriter(run_dir) if enabled and tensorboard else None
+        self.tensorboard = TensorBoardWriter(run_dir) if enabled else None
 
     def log(self, split: str, step: int, epoch: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -32,7 +37,7 @@ class MetricLogger:
         if self._writer is None:
             self._open()
         row = {"step": step, "epoch": epoch, "split": split}
-        row.update({k: _fmt(v) for k, v in metrics.items() if k in FIELDS})
+        row.update({k: _fmt(v) for k, v in metrics.items() if k in self.fields})
         assert self._writer is not None
         self._writer.writerow(row)
         self._handle.flush()
@@ -50,20 +55,27 @@ class MetricLogger:
             self.tensorboard.purge_after(step)
         if not self.enabled or not self.path.exists():
             return
-        with open(self.path, newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
-        with atomic_open(self.path, "w") as handle:
-            writer = csv.DictWriter(handle, FIELDS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+        header, rows = _read(self.path)
+        self._rewrite([r for r in rows if int(r["step"]) <= step], header)
 
     def _open(self) -> None:
+        """Append to the file; a file written with other columns is rewritten with all of them."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
+        if self.path.exists() and self.path.stat().st_size > 0:
+            header, rows = _read(self.path)
+            if header != self.fields:
+                self._rewrite(rows, header)
+        else:
+            self._rewrite([], self.fields)
         self._handle = open(self.path, "a", newline="")  # noqa: SIM115 (kept open across logs)
-        self._writer = csv.DictWriter(self._handle, FIELDS, lineterminator="\n")
-        if new:
-            self._writer.writeheader()
+        self._writer = csv.DictWriter(self._handle, self.fields, lineterminator="\n")
+
+    def _rewrite(self, rows: list[dict[str, str]], header: list[str]) -> None:
+        self.fields = [*header, *(f for f in self.fields if f not in header)]
+        with atomic_open(self.path, "w") as handle:
+            writer = csv.DictWriter(handle, self.fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -78,16 +90,21 @@ def _fmt(value: float) -> str:
     return f"{value:.8g}" if isinstance(value, float) else str(value)
 
 
-def read_metrics(path: str | Path) -> list[dict[str, str]]:
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    return _read(Path(path))[1]
 
 
 if __name__ == "__main__":
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        logger = MetricLogger(tmp)
+        logger = MetricLogger(tmp, ["loss", "acc", "lr"])
         logger.log("train", 1, 0, {"loss": 2.3, "acc": 0.1, "lr": 0.01})
         logger.log("train", 2, 0, {"loss": 2.1, "acc": 0.2, "lr": 0.01})
         logger.truncate_after(1)

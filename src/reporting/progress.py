@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import Enum
 from typing import Any
 
 from tqdm import tqdm
 
+from src.reporting.numbers import show
+
 log = logging.getLogger("src.runner")
 
 
+class ProgressMode(str, Enum):
+    auto = "auto"  # bars on a terminal, log lines otherwise
+    bar = "bar"
+    log = "log"
+    none = "none"
+
+
 def _resolve_mode(mode: str) -> str:
-    if mode not in ("auto", "bar", "log", "none"):
-        raise ValueError(f"progress mode must be auto | bar | log | none, got {mode!r}")
+    mode = ProgressMode(mode).value  # raises ValueError on anything else
     if mode == "auto":
         return "bar" if sys.stdout.isatty() else "log"
     return mode
@@ -87,13 +96,11 @@ def _format(key: str, value: float) -> str:
         return f"lr {value:.2e}"
     if key == "samples_per_s":
         return f"{value:,.0f} samples/s"
-    return f"{key} {value:.4f}"
+    return f"{key} {show(value)}"
 
 
 def _summary(metrics: dict[str, float]) -> str:
-    return "  ".join(
-        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items()
-    )
+    return "  ".join(f"{k} {show(v)}" for k, v in metrics.items())
 
 
 if __name__ == "__main__":

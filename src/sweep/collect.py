@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from src.common.args import split_override
+
 
 @dataclass
 class Trial:
@@ -63,12 +65,6 @@ def read_trial(folder: Path) -> Trial:
     )
     trial.curve, trial.final = _validation(folder / "metrics.csv", trial.monitor)
     return trial
-
-
-def split_override(text: str) -> tuple[str, str]:
-    """'+optimizer.lr=0.01' -> ('optimizer.lr', '0.01')."""
-    key, _, value = str(text).partition("=")
-    return key.lstrip("+~"), value
 
 
 def as_number(value: str) -> float | None:

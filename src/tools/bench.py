@@ -32,14 +32,16 @@ import torch
 from torch import nn
 
 from src.data.collate import NormalizeImages
-from src.data.loader import InMemoryLoader
+from src.data.in_memory import InMemoryLoader
 from src.model.cnn import CNN
 from src.model.mlp import MLP
 from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
-from src.runner import Runner, RunnerOptions
+from src.runner import Runner
+from src.task.classification import Classification
 from src.tools.bench_lightning import lightning_seconds_per_step
 from src.training.checkpoint import Checkpointer
+from src.training.options import RunnerOptions
 
 Row = dict[str, str]
 MODELS: dict[str, Callable[[], nn.Module]] = {
@@ -107,7 +109,7 @@ def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> tuple[float,
         runner = Runner(
             model,
             optimizer,
-            nn.CrossEntropyLoss(),
+            Classification(),
             torch.device("cpu"),
             options=RunnerOptions(max_epochs=1, log_every_n_steps=50),
             checkpointer=Checkpointer(folder / "checkpoints"),
@@ -268,7 +270,7 @@ def end_to_end(repeats: int, extra: list[str]) -> list[Row]:
                         "overhead": result.stderr.strip()[-200:],
                     }
                 ]
-            accs.append(float(result.stdout.split("test accuracy ")[1].split()[0]))
+            accs.append(float(result.stdout.split("test/acc ")[1].split()[0]))
     return [
         {
             "benchmark": f"end to end: default job{' ' + ' '.join(extra) if extra else ''}",

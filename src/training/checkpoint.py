@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
+from src.common.errors import UserError, first_line
 from src.common.files import atomic_save
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not fit the model."""
 
 
@@ -109,6 +110,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
+def run_dir_of(checkpoint: str | Path) -> Path | None:
+    """<run>/checkpoints/x.pt -> <run>; None for a checkpoint that lies outside a run."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     payload = {"format_version": FORMAT_VERSION, **payload}
     atomic_save(path, lambda handle: torch.save(payload, handle))
@@ -122,9 +129,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt: {reason})"
+            f"{path} is not a readable checkpoint (truncated or corrupt: {first_line(err)})"
         ) from err
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} was not written by this template (format_version differs)")

@@ -103,7 +103,7 @@ if __name__ == "__main__":
     import tempfile
     from types import SimpleNamespace
 
-    from src.data.loader import InMemoryLoader
+    from src.data.in_memory import InMemoryLoader
 
     logging.basicConfig(level=logging.INFO)
     x, y = torch.arange(10).float(), torch.arange(10)

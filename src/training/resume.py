@@ -15,12 +15,12 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
 
-from src.training.checkpoint import CheckpointError
+from src.common.args import split_override
+from src.training.checkpoint import CheckpointError, run_dir_of
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = Path(__file__).parents[1] / "config" / "config.yaml"
 
 
 def locate_checkpoint(value: str, output_root: str, run_dir: str | None = None) -> Path | None:
@@ -40,35 +40,25 @@ def locate_checkpoint(value: str, output_root: str, run_dir: str | None = None) 
     return path
 
 
-def run_dir_of(checkpoint: Path) -> Path:
-    """<run>/checkpoints/x.pt -> <run>."""
-    return checkpoint.resolve().parent.parent
-
-
-def _split(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
-
-
-def resume_argv(argv: list[str]) -> list[str]:
+def resume_argv(argv: list[str], default_output_root: str) -> list[str]:
     """Rewrite a command line that asks to resume (single runs only; sweeps resume per trial)."""
     args = argv[1:]
-    given = dict(_split(a) for a in args if "=" in a and not a.startswith("-"))
+    given = dict(split_override(a) for a in args if "=" in a and not a.startswith("-"))
     value = given.get("resume")
     if value in (None, "", "null") or any(a in ("-m", "--multirun") for a in args):
         return argv
-    output_root = given.get("output_root") or str(OmegaConf.load(CONFIG_FILE).output_root)
+    output_root = given.get("output_root") or default_output_root
     checkpoint = locate_checkpoint(value, output_root, given.get("hydra.run.dir"))
     if checkpoint is None:
         log.warning(
             "resume=auto: no run with checkpoints/last.pt under %s; starting fresh", output_root
         )
-        return [argv[0], *(a for a in args if _split(a)[0] != "resume")]
-    run_dir = run_dir_of(checkpoint)
+        return [argv[0], *(a for a in args if split_override(a)[0] != "resume")]
+    run_dir = run_dir_of(checkpoint) or checkpoint.resolve().parent
     replay = _saved_overrides(run_dir)
     fixed = {"resume", "hydra.run.dir"}
-    merged = [o for o in replay if _split(o)[0] not in set(given) | fixed]
-    merged += [a for a in args if _split(a)[0] not in fixed]
+    merged = [o for o in replay if split_override(o)[0] not in set(given) | fixed]
+    merged += [a for a in args if split_override(a)[0] not in fixed]
     # The run's own .hydra/ record stays as it was; this resume's goes in a subfolder.
     record = f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y%m%d-%H%M%S}"
     return [argv[0], *merged, f"hydra.run.dir={run_dir}", record, f"resume={checkpoint}"]
@@ -76,4 +66,4 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 def _saved_overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    return [str(o) for o in yaml.safe_load(path.read_text()) or []] if path.is_file() else []

@@ -20,6 +20,7 @@ class TrainState:
     best_metric: float | None = None  # best value of the monitored metric so far
     best_step: int = -1  # step at which best_metric was reached
     train_time_s: float = 0.0  # time spent in fit(), summed over resumed segments
+    wall_time_s: float = 0.0  # process time up to the last checkpoint, summed over segments
     finished: bool = False  # fit() ran to its end (max_epochs or max_steps)
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Tasks: the loss, the metrics and the batch layout of one kind of problem."""
