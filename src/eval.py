@@ -78,10 +78,8 @@ def load_trained(path: Path, overrides: list[str]) -> Trained:
 def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
     trained = load_trained(path, overrides)
     loaders = build.build_loaders(trained.cfg, trained.device, World())
-    model = trained.model
-    runner = Runner(
-        model, torch.optim.SGD(model.parameters(), lr=0.0), trained.task, trained.device
-    )
+    no_updates = torch.optim.SGD(trained.model.parameters(), lr=0.0)  # evaluate() only
+    runner = Runner(trained.model, no_updates, trained.task, trained.device)
     results: dict[str, Any] = dict(runner.evaluate(loaders.test, "test"))
     results.update({"checkpoint": str(path), "step": trained.payload["state"]["step"]})
     return results

@@ -124,9 +124,9 @@ class Runner:
                 hook(self)
             if state.step % options.log_every_n_steps == 0:
                 self._log_train()
-            if options.checkpoint_every_n_steps > 0:
-                if state.step % options.checkpoint_every_n_steps == 0:
-                    self._save_checkpoint()
+            every = options.checkpoint_every_n_steps
+            if every > 0 and state.step % every == 0:
+                self._save_checkpoint()
             if self._should_stop() or self._reached_max_steps():
                 return
 

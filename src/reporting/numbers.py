@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 def show(value: float | int) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, int):  # bools and counts as they are
         return str(value)
     magnitude = abs(value)
     if magnitude != magnitude or magnitude == float("inf"):
