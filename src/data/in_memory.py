@@ -92,9 +92,6 @@ class InMemoryLoader:
             end = min(begin + self.batch_size, shard.stop)
             yield self.collate(self.inputs[begin:end], self.targets[begin:end])
 
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "start_batch": self.start_batch}
-
 
 def split_train_val(
     inputs: torch.Tensor, targets: torch.Tensor, val_size: int, seed: int

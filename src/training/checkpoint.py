@@ -39,12 +39,11 @@ class Checkpointer:
         directory: str | Path,
         keep_last_k: int = 1,
         enabled: bool = True,
-        asynchronous: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.keep_last_k = keep_last_k
         self.enabled = enabled  # False on DDP ranks other than 0, and in debug runs
-        self._writer = ThreadPoolExecutor(max_workers=1) if asynchronous else None
+        self._writer = ThreadPoolExecutor(max_workers=1)
         self._pending: list[Future[None]] = []
 
     @property
@@ -60,9 +59,6 @@ class Checkpointer:
         if not self.enabled:
             return
         self._raise_failed()
-        if self._writer is None:
-            self._write(payload, step, is_best)
-            return
         snapshot = _copy_tensors(payload)
         self._pending.append(self._writer.submit(self._write, snapshot, step, is_best))
 
