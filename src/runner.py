@@ -32,7 +32,7 @@ from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
 from src.task.base import Task
 from src.training.checkpoint import Checkpointer, load_checkpoint, load_model_weights
-from src.training.loss_window import LossWindow
+from src.training.loss_window import first_nonfinite
 from src.training.options import Mode, NonFinite, RunnerOptions, TestWeights, epoch_length
 from src.training.precision import autocast, grad_scaler
 from src.training.state import TrainState, capture_rng, restore_rng
@@ -77,7 +77,7 @@ class Runner:
         # Checkpoints hold plain parameter names: the model without torch.compile's wrapper too.
         self.plain_model = getattr(self.local_model, "_orig_mod", self.local_model)
         self.window = task.metrics()  # the training metrics since the last logging step
-        self.window_losses = LossWindow()  # per batch: which one went non-finite
+        self.window_losses: list[torch.Tensor] = []  # per batch: which one went non-finite
         self.scaler = grad_scaler(device, self.options.precision)
         self._last_log = (time.perf_counter(), self.state.samples_seen)
         self._fit_clock = (time.perf_counter(), self.state.train_time_s)
@@ -137,10 +137,10 @@ class Runner:
         batch = self.task.to_device(batch, self.device)
         with self._autocast():
             loss, outputs = self.task.loss(self.model, batch)
-        detached = loss.detach()
-        self.window.update(detached, outputs, batch)
+        detached, samples = loss.detach(), self.task.batch_size(batch)
+        self.window.update(detached, outputs, batch, samples)
         self.window_losses.append(detached)
-        state.samples_seen += self.task.batch_size(batch) * self.world.world_size
+        state.samples_seen += samples * self.world.world_size
         # skip mode: every rank skips the same batch, or DDP's gradient all-reduce would hang
         if self.options.on_nonfinite == NonFinite.skip and any_rank(
             ~torch.isfinite(detached), self.world
@@ -185,7 +185,7 @@ class Runner:
         if not _finite(metrics["loss"]):
             self._check_finite()  # stop mode: names the batch and raises
         self.window.reset()
-        self.window_losses.reset()
+        self.window_losses = []
         now = time.perf_counter()
         then, seen = self._last_log
         self._last_log = (now, state.samples_seen)
@@ -197,7 +197,7 @@ class Runner:
 
     def _check_finite(self) -> None:
         """Raise StopTraining (exit 3) naming the first non-finite batch, unless skipping."""
-        bad = self.window_losses.first_nonfinite(self.world)
+        bad = first_nonfinite(self.window_losses, self.world)
         if bad is None or self.options.on_nonfinite == NonFinite.skip:
             return
         window, accumulate = len(self.window_losses), self.options.accumulate_grad_batches
@@ -245,7 +245,7 @@ class Runner:
             batch = self.task.to_device(batch, self.device)
             with self._autocast():
                 loss, outputs = self.task.loss(self.local_model, batch)
-            meter.update(loss.float(), outputs, batch)
+            meter.update(loss.float(), outputs, batch, self.task.batch_size(batch))
         self.local_model.train(was_training)
         return {f"{split}/{name}": value for name, value in meter.compute().items()}
 
@@ -268,7 +268,7 @@ class Runner:
             "scaler": self.scaler.state_dict(),
             "state": self.state.state_dict(),
             "window": self.window.state_dict(),
-            "window_losses": self.window_losses.state_dict(),
+            "window_losses": [loss.cpu() for loss in self.window_losses],
             "rng": capture_rng(),
             **self.checkpoint_extra,
         }
@@ -281,7 +281,7 @@ class Runner:
         self.scaler.load_state_dict(payload["scaler"])
         self.state.load_state_dict(payload["state"])
         self.window.load_state_dict(payload["window"])
-        self.window_losses.load_state_dict(payload["window_losses"])
+        self.window_losses = list(payload["window_losses"])
         restore_rng(payload["rng"])
         self._last_log = (time.perf_counter(), self.state.samples_seen)
         self._wall_clock = (time.perf_counter(), self.state.wall_time_s)

@@ -2,11 +2,13 @@
 
     batch = task.to_device(batch, device)          # tuples, dicts, NamedTuples of tensors
     loss, outputs = task.loss(model, batch)        # the forward pass and the loss
-    meter = task.metrics(); meter.update(loss, outputs, batch); meter.compute()
+    meter = task.metrics()
+    meter.update(loss, outputs, batch, task.batch_size(batch))  # keeps task.batch_values(...)
+    meter.compute()                                # task.reduce -> sum over ranks -> summarize
                                                    # -> {"loss": ..., "acc": ..., "samples": n}
 
-A task of your own subclasses `Task`, sets `metric_names`, and writes `loss`, plus `batch_sums`
-and `summarize` when it reports more than the loss (see classification.py, the shortest one).
+A task of your own subclasses `Task`, sets `metric_names`, and writes `loss`, plus
+`batch_values` and `summarize` when it reports more than the loss (see classification.py).
 Nothing here knows about configs, ranks, files or the loop.
 """
 
@@ -32,11 +34,18 @@ class Task:
         """Run the model on a batch; return the scalar loss and whatever `batch_sums` needs."""
         raise NotImplementedError(f"{type(self).__name__} must define loss(model, batch)")
 
-    def batch_sums(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor]:
-        """Additive totals of one batch (e.g. correct predictions), as device tensors.
-
-        Called without gradients. Sums of any shape work: a confusion matrix is a sum too."""
+    def batch_values(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor]:
+        """What to keep of one batch for the metrics, as device tensors: usually sums (squared
+        errors), or cheap per-sample values that `reduce` turns into sums later. Runs on every
+        training step (its results are detached): keep it to a tensor op or two."""
         return {}
+
+    def reduce(self, values: Mapping[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The kept values of many batches -> totals that add up across ranks (on the device).
+
+        By default each key's per-batch tensors are summed; sums of any shape work (a confusion
+        matrix is a sum too)."""
+        return {key: torch.stack(batches).sum(0) for key, batches in values.items()}
 
     def summarize(self, totals: Mapping[str, Any], samples: int) -> dict[str, float]:
         """Totals over every batch and rank -> the reported metrics (besides the loss)."""
@@ -47,11 +56,14 @@ class Task:
         return Meter(self)
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
-        """Move every tensor of a batch to the device (asynchronously from pinned memory)."""
-        return move_to_device(batch, device)
+        """Move every tensor of a batch to the device (asynchronously from pinned memory); a
+        CPU run has nothing to move (its loaders make CPU tensors)."""
+        return batch if device.type == "cpu" else move_to_device(batch, device)
 
     def batch_size(self, batch: Any) -> int:
         """Samples in a batch: the length of its first tensor (shape only, no device sync)."""
+        if type(batch) is tuple and isinstance(batch[0], torch.Tensor):  # the common pair, fast
+            return len(batch[0])
         tensor = first_tensor(batch)
         if tensor is None:
             raise TypeError(f"a batch of {type(batch).__name__} holds no tensor")
@@ -91,6 +103,8 @@ def inputs_and_targets(
     batch: Any, input_key: str = "inputs", target_key: str = "targets"
 ) -> tuple[Any, Any]:
     """`(inputs, targets)` from a pair (tuple, list, NamedTuple) or from a dict's two keys."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:  # first: the common case, fast
+        return batch[0], batch[1]
     if isinstance(batch, Mapping):
         missing = [k for k in (input_key, target_key) if k not in batch]
         if missing:
@@ -99,8 +113,6 @@ def inputs_and_targets(
                 "set the task's input_key / target_key"
             )
         return batch[input_key], batch[target_key]
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return batch[0], batch[1]
     raise TypeError(
         f"expected an (inputs, targets) pair or a dict batch, got {type(batch).__name__}"
         + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")

@@ -29,9 +29,14 @@ class Classification(Task):
         logits = model(inputs)
         return self.criterion(logits, targets), logits
 
-    def batch_sums(self, logits: torch.Tensor, batch: Any) -> dict[str, torch.Tensor]:
+    def batch_values(self, logits: torch.Tensor, batch: Any) -> dict[str, torch.Tensor]:
+        # One op per step; comparing with the targets waits for `reduce`, once per window.
         _, targets = inputs_and_targets(batch, *self.keys)
-        return {"correct": (logits.argmax(dim=1) == targets).sum()}
+        return {"predicted": logits.argmax(dim=1), "target": targets}
+
+    def reduce(self, values: Mapping[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        hits = torch.cat(values["predicted"]) == torch.cat(values["target"])
+        return {"correct": hits.sum()}
 
     def summarize(self, totals: Mapping[str, Any], samples: int) -> dict[str, float]:
         return {"acc": totals.get("correct", 0.0) / max(samples, 1)}
@@ -49,5 +54,5 @@ if __name__ == "__main__":
     batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
     meter = task.metrics()
     loss, logits = task.loss(model, batch)
-    meter.update(loss, logits, batch)
+    meter.update(loss, logits, batch, task.batch_size(batch))
     print(task.metric_names, meter.compute(), task.predict(model, batch[0][:2]))

@@ -1,10 +1,10 @@
 """`Meter`: a task's metrics, accumulated on the device and reduced across ranks in one read.
 
 Every metric here is a function of additive totals: the sample-weighted loss, the sample count
-and whatever `Task.batch_sums` returns (correct predictions, squared errors, a confusion matrix).
-Totals add up over batches and over ranks, so a whole evaluation, or a window of training steps,
-costs one concatenation, one all-reduce and one host read, in `compute`. `update` only appends
-device tensors to lists: it never waits for the device.
+and the totals `Task.reduce` makes of what `Task.batch_values` kept (correct predictions,
+squared errors, a confusion matrix). Totals add up over batches and over ranks, so a whole
+evaluation, or a window of training steps, costs one concatenation, one all-reduce and one host
+read, in `compute`. `update` only appends device tensors to lists: it never waits for the device.
 """
 
 from __future__ import annotations
@@ -19,23 +19,25 @@ if TYPE_CHECKING:
 
 
 class Meter:
-    """Per-batch losses, sample counts and batch sums since the last `reset`."""
+    """Per-batch losses, sample counts and the task's batch values since the last `reset`."""
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self.losses: list[torch.Tensor] = []
         self.counts: list[int] = []
-        self.sums: dict[str, list[torch.Tensor]] = {}
+        self.values: dict[str, list[torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.counts)
 
-    def update(self, loss: torch.Tensor, outputs: Any, batch: Any) -> None:
-        self.losses.append(loss.detach())  # detached: keeping the graph alive would leak memory
-        self.counts.append(self.task.batch_size(batch))
-        with torch.no_grad():
-            for key, value in self.task.batch_sums(outputs, batch).items():
-                self.sums.setdefault(key, []).append(value)
+    def update(self, loss: torch.Tensor, outputs: Any, batch: Any, samples: int) -> None:
+        """One batch: its loss, `samples` (`task.batch_size(batch)`) and its batch values.
+
+        Everything kept is detached: holding on to the graph would keep every activation."""
+        self.losses.append(loss.detach())
+        self.counts.append(samples)
+        for key, value in self.task.batch_values(outputs, batch).items():
+            self.values.setdefault(key, []).append(value.detach())
 
     def compute(self) -> dict[str, float]:
         """`loss`, the task's metrics and `samples`, over every batch and every rank."""
@@ -47,11 +49,11 @@ class Meter:
             (loss_sum if loss_sum is not None else counts.new_zeros(())).reshape(1),
             counts.sum().reshape(1),
         ]
+        kept = {key: [v.to(device) for v in batches] for key, batches in self.values.items()}
         shapes = {}
-        for key, values in self.sums.items():
-            total = _stack(values, device).double().sum(0)
+        for key, total in (self.task.reduce(kept) if kept else {}).items():
             shapes[key] = total.shape
-            parts.append(total.reshape(-1))
+            parts.append(total.double().reshape(-1))
         flat = torch.cat(parts)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(flat)
@@ -67,20 +69,20 @@ class Meter:
         return {"loss": loss, **self.task.summarize(totals, samples), "samples": samples}
 
     def reset(self) -> None:
-        self.losses, self.counts, self.sums = [], [], {}
+        self.losses, self.counts, self.values = [], [], {}
 
     def state_dict(self) -> dict[str, Any]:
         """Mid-window state, per batch, so a resumed run logs bit-identical window values."""
         return {
             "losses": [loss.cpu() for loss in self.losses],
             "counts": list(self.counts),
-            "sums": {k: [v.cpu() for v in values] for k, values in self.sums.items()},
+            "values": {k: [v.cpu() for v in values] for k, values in self.values.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses = list(state["losses"])
         self.counts = list(state["counts"])
-        self.sums = {k: list(values) for k, values in state["sums"].items()}
+        self.values = {k: list(batches) for k, batches in state["values"].items()}
 
 
 def _stack(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -92,5 +94,5 @@ if __name__ == "__main__":
 
     meter = Classification().metrics()
     for _ in range(3):
-        meter.update(torch.tensor(0.5), torch.eye(2), (torch.zeros(2, 1), torch.tensor([0, 1])))
+        meter.update(torch.tensor(0.5), torch.eye(2), (torch.zeros(2, 1), torch.tensor([0, 1])), 2)
     print(meter.compute(), "(3 batches of 2, all correct)")
