@@ -128,3 +128,29 @@ def test_every_sweep_config_composes_into_a_multirun(name: str) -> None:
     if name == "optuna":
         assert cfg.hydra.sweeper.direction == "maximize"
         assert "OptunaSweeper" in cfg.hydra.sweeper._target_
+
+
+def test_seeds_are_averaged_in_the_plot_not_drawn_as_an_axis(seeded_sweep: Path) -> None:
+    from src.sweep.collect import collect
+    from src.sweep.plot import _mean_over_seeds, panel_keys
+    from src.sweep.table import swept_keys
+
+    trials = [t for t in collect(seeded_sweep) if t.score is not None]
+    keys = panel_keys(swept_keys(trials))
+    assert keys == ["optimizer.lr"]
+    points = {s[0]["optimizer.lr"]: s[1:] for s in _mean_over_seeds(trials, keys)}
+    for lr in ("0.01", "0.1"):
+        mean, std = by_hand([s for (lr2, _), s in SCORES.items() if lr2 == lr])
+        assert points[lr] == pytest.approx((mean, std))
+
+
+def test_a_metric_of_ones_own_reaches_every_summary_table(tmp_path: Path) -> None:
+    for job, (lr, iou) in enumerate([("0.01", 0.7), ("0.1", 2.5e-5)]):
+        results = {"status": "completed", "best/val/acc": iou, "test/iou": iou, "test/loss": 1.0}
+        fake_trial(tmp_path / str(job), [f"optimizer.lr={lr}"], results, [iou])
+    write_summary(tmp_path)
+    with open(tmp_path / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["test/iou"]) for r in rows] == [0.7, 2.5e-5]
+    text = (tmp_path / "summary.md").read_text()
+    assert "test/iou" in text and "2.500e-05" in text  # small values keep their digits

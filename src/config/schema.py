@@ -19,6 +19,7 @@ from src.data.fashion_mnist import FASHION_MEAN, FASHION_STD
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
+from src.task.reconstruction import ReconstructionLoss
 from src.training.options import RunnerOptions
 
 
@@ -88,11 +89,29 @@ class SeqPoolConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    _target_: str = "src.model.autoencoder.ConvAutoencoder"
+    in_channels: int | None = None  # image channels (None: from the data)
+    image_size: int | None = None  # input side, a multiple of 2 ** len(channels) (None: data)
+    channels: list[int] = field(default_factory=lambda: [16, 32])  # stride-2 conv widths
+    code_size: int = 32  # the bottleneck: numbers per image between encoder and decoder
+
+
+@dataclass
 class ClassificationConfig:
     _target_: str = "src.task.classification.Classification"
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = plain cross-entropy)
     input_key: str = "inputs"  # where a dict batch keeps the model input
     target_key: str = "targets"  # and the class index
+
+
+@dataclass
+class ReconstructionConfig:
+    _target_: str = "src.task.reconstruction.Reconstruction"
+    loss: ReconstructionLoss = ReconstructionLoss.mse  # mse | l1, between output and clean input
+    noise_std: float = 0.0  # > 0: a denoising autoencoder (Gaussian noise on training inputs)
+    data_range: float = 1.0  # pixel range for PSNR (inputs in [0, 1]: data.mean=0, data.std=1)
+    input_key: str = "inputs"  # where a dict batch keeps the images
 
 
 @dataclass
@@ -165,8 +184,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "fashion_mnist": FashionMNISTConfig,
         "sequences": SequenceDataConfig,
     },
-    "model": {"cnn": CNNConfig, "mlp": MLPConfig, "seq_pool": SeqPoolConfig},
-    "task": {"classification": ClassificationConfig},
+    "model": {
+        "cnn": CNNConfig,
+        "mlp": MLPConfig,
+        "seq_pool": SeqPoolConfig,
+        "autoencoder": AutoencoderConfig,
+    },
+    "task": {"classification": ClassificationConfig, "reconstruction": ReconstructionConfig},
     "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
     "runner": {"default": RunnerConfig},

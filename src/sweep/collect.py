@@ -2,7 +2,8 @@
 
 Per trial: `.hydra/overrides.yaml` (what was swept), `.hydra/config.yaml` (which metric was
 monitored, and in which direction), `results.json` (status, final and best metrics) and
-`metrics.csv` (the validation curve). A folder without results.json is `incomplete`.
+`metrics.csv` (the validation curve, and the training loss). Metric names are whatever the runs
+logged: nothing here knows a task. A folder without results.json is `incomplete`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Trial:
     monitor: str = "val/acc"
     mode: str = "max"
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, monitored val metric)
+    train_loss: list[tuple[int, float]] = field(default_factory=list)  # (step, training loss)
     final: dict[str, float] = field(default_factory=dict)  # the last validation row
 
     @property
@@ -63,7 +65,7 @@ def read_trial(folder: Path) -> Trial:
         monitor=str(runner.get("monitor", "val/acc")),
         mode=str(runner.get("monitor_mode", "max")),
     )
-    trial.curve, trial.final = _validation(folder / "metrics.csv", trial.monitor)
+    trial.curve, trial.train_loss, trial.final = _curves(folder / "metrics.csv", trial.monitor)
     return trial
 
 
@@ -76,16 +78,28 @@ def as_number(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _validation(path: Path, monitor: str) -> tuple[list[tuple[int, float]], dict[str, float]]:
-    """The monitored metric at every validation, and the last validation row's numbers."""
+NOT_METRICS = {"step", "epoch", "split", "lr", "samples_per_s"}
+Curve = list[tuple[int, float]]
+
+
+def _curves(path: Path, monitor: str) -> tuple[Curve, Curve, dict[str, float]]:
+    """The monitored metric at every validation, the training loss at every logging step, and
+    every metric of the last validation row (as `val/<name>`)."""
     if not path.is_file():
-        return [], {}
+        return [], [], {}
     metric = monitor.split("/", 1)[1]
     with open(path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("split") == "val"]
-    curve = [(int(r["step"]), float(r[metric])) for r in rows if r.get(metric)]
-    final = {f"val/{k}": float(rows[-1][k]) for k in ("loss", "acc") if rows and rows[-1].get(k)}
-    return curve, final
+        rows = list(csv.DictReader(handle))
+    val = [row for row in rows if row.get("split") == "val"]
+    curve = [(int(r["step"]), float(r[metric])) for r in val if r.get(metric)]
+    train = [
+        (int(r["step"]), float(r["loss"]))
+        for r in rows
+        if r.get("split") == "train" and r.get("loss")
+    ]
+    last = val[-1] if val else {}
+    final = {f"val/{k}": float(v) for k, v in last.items() if k not in NOT_METRICS and v}
+    return curve, [p for p in train if math.isfinite(p[1])], final
 
 
 def _job_order(folder: Path) -> tuple[int, int | str]:

@@ -6,20 +6,24 @@ from collections import Counter
 from typing import Any
 
 from src.sweep.collect import Trial, as_number
-from src.sweep.table import GROUPED_METRICS, Group, fmt, mean_std, metric, rank, swept_keys
-
-COLUMNS = {  # header -> metric key (best/<monitor> is inserted first)
-    "final val/acc": "final/val/acc",
-    "test/acc": "test/acc",
-    "test/loss": "test/loss",
-}
+from src.sweep.table import (
+    Group,
+    fmt,
+    grouped_metrics,
+    mean_std,
+    metric,
+    metric_keys,
+    monitor_key,
+    rank,
+    swept_keys,
+)
 
 
 def summary_markdown(
     title: str, trials: list[Trial], groups: list[Group], optuna: dict[str, Any] | None = None
 ) -> str:
     keys, ranked = swept_keys(trials), rank(trials)
-    monitor = f"best/{trials[0].monitor}"
+    monitor = monitor_key(trials)
     better = "higher" if trials[0].mode == "max" else "lower"
     counts = ", ".join(f"{n} {status}" for status, n in Counter(t.status for t in trials).items())
     lines = [f"# Sweep summary: {title}", ""]
@@ -28,10 +32,10 @@ def summary_markdown(
     if common:
         lines.append(f"Same in every trial: {common}.")
     lines += ["", *_verdict(ranked, groups, keys, monitor), ""]
-    lines += _trial_table(ranked, keys, monitor)
+    lines += _trial_table(ranked, keys, [monitor, *metric_keys(trials)])
     if groups:
         lines += ["", "## Grouped over seeds (mean ± std, n = completed trials)", ""]
-        lines += _group_table(groups, monitor)
+        lines += _group_table(groups, grouped_metrics(trials))
     failed = [t for t in trials if t.status != "completed"]
     if failed:
         lines += ["", "## Trials that did not complete", ""]
@@ -68,24 +72,24 @@ def _verdict(ranked: list[Trial], groups: list[Group], keys: list[str], monitor:
     return lines
 
 
-def _trial_table(ranked: list[Trial], keys: list[str], monitor: str) -> list[str]:
-    header = ["rank", "trial", *keys, "status", monitor, *COLUMNS, "epochs", "wall (s)"]
+def _trial_table(ranked: list[Trial], keys: list[str], metrics: list[str]) -> list[str]:
+    header = ["rank", "trial", *keys, "status", *metrics, "epochs", "wall (s)"]
     rows = []
     for i, t in enumerate(ranked, 1):
-        numbers = [fmt(metric(t, k)) for k in (monitor, *COLUMNS.values())]
-        run = [fmt(metric(t, "epochs"), 0), fmt(metric(t, "wall_time_s"), 1)]
+        numbers = [fmt(metric(t, k)) for k in metrics]
+        run = [fmt(metric(t, "epochs"), 2), fmt(metric(t, "wall_time_s"), 1)]
         overrides = [short(t.overrides.get(k, "")) for k in keys]
         rank_cell = str(i) if t.score is not None else "-"
         rows.append([rank_cell, t.name, *overrides, t.status, *numbers, *run])
     return _table(header, rows)
 
 
-def _group_table(groups: list[Group], monitor: str) -> list[str]:
+def _group_table(groups: list[Group], metrics: list[str]) -> list[str]:
     keys = list(groups[0].values)
-    header = [*keys, "n", "failed", monitor, *GROUPED_METRICS]
+    header = [*keys, "n", "failed", *metrics]
     rows = []
     for g in groups:
-        stats = [mean_std(g.stat(k)) for k in (monitor, *GROUPED_METRICS)]
+        stats = [mean_std(g.stat(k)) for k in metrics]
         rows.append([*map(short, g.values.values()), str(len(g.trials)), str(g.failed), *stats])
     return _table(header, rows)
 

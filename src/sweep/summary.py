@@ -22,7 +22,13 @@ from omegaconf import DictConfig
 from src.common.files import atomic_open
 from src.sweep.collect import collect
 from src.sweep.markdown import summary_markdown
-from src.sweep.table import group_by_seed, swept_keys, write_csv, write_groups_csv
+from src.sweep.table import (
+    group_by_seed,
+    grouped_metrics,
+    swept_keys,
+    write_csv,
+    write_groups_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,8 @@ def write_summary(sweep_dir: str | Path) -> list[Path]:
     groups = group_by_seed(trials)
     written = [write_csv(sweep_dir / "summary.csv", trials)]
     if groups:
-        monitor = f"best/{trials[0].monitor}"
-        written.append(write_groups_csv(sweep_dir / "summary_groups.csv", groups, monitor))
+        names = grouped_metrics(trials)
+        written.append(write_groups_csv(sweep_dir / "summary_groups.csv", groups, names))
     text = summary_markdown(str(sweep_dir), trials, groups, _optuna_results(sweep_dir))
     with atomic_open(sweep_dir / "summary.md", "w") as handle:
         handle.write(text)

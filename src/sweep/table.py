@@ -1,8 +1,9 @@
-"""summary.csv and summary.md: one row per trial, ranked by the monitored metric.
+"""summary.csv and summary_groups.csv: one row per trial, ranked by the monitored metric.
 
-When a setting was repeated over seeds, a second table groups the trials by every other swept
-override and reports mean ± sample standard deviation (n - 1) and the count; it is also written
-to summary_groups.csv.
+The metric columns are whatever the trials report (`test/<name>` in results.json, the last
+validation row's `val/<name>` in metrics.csv), so a task of one's own shows its own metrics.
+When a setting was repeated over seeds, the trials are grouped by every other swept override
+and reported as mean ± sample standard deviation (n - 1) with their count.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from src.common.files import atomic_open
+from src.reporting.numbers import show
 from src.sweep.collect import Trial
 
-METRICS = ["final/val/loss", "final/val/acc", "test/loss", "test/acc"]
 RUN_FIELDS = ["epochs", "steps", "wall_time_s"]
-GROUPED_METRICS = ["test/loss", "test/acc"]  # besides best/<monitor>, which comes first
+SEED_KEYS = ("seed",)  # overrides that repeat a setting rather than change it
 
 
 @dataclass
@@ -44,6 +45,26 @@ def swept_keys(trials: list[Trial]) -> list[str]:
     return varying or keys
 
 
+def monitor_key(trials: list[Trial]) -> str:
+    return f"best/{trials[0].monitor}" if trials else "best/val/loss"
+
+
+def metric_keys(trials: list[Trial]) -> list[str]:
+    """The trials' own metrics: `final/val/<name>` then `test/<name>` (sample counts left out)."""
+    finals = {f"final/{k}" for t in trials for k in t.final}
+    tests = {
+        k
+        for t in trials
+        for k, v in t.results.items()
+        if k.startswith("test/") and not k.endswith("/samples") and _number(v) is not None
+    }
+    return sorted(finals, key=_loss_first) + sorted(tests, key=_loss_first)
+
+
+def _loss_first(key: str) -> tuple[bool, str]:
+    return (not key.endswith("/loss"), key)
+
+
 def rank(trials: list[Trial]) -> list[Trial]:
     """Best first by best/<monitor>; trials without a score (failed, incomplete) last."""
     scored = [t for t in trials if t.score is not None]
@@ -55,13 +76,16 @@ def rank(trials: list[Trial]) -> list[Trial]:
 def metric(trial: Trial, key: str) -> float | None:
     """A number from results.json, or `final/<split>/<name>` from the last validation row."""
     value = trial.final.get(key.removeprefix("final/")) if key.startswith("final/") else None
-    value = trial.results.get(key) if value is None else value
+    return _number(trial.results.get(key) if value is None else value)
+
+
+def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
     return float(value)
 
 
-def group_by_seed(trials: list[Trial], ignore: tuple[str, ...] = ("seed",)) -> list[Group]:
+def group_by_seed(trials: list[Trial], ignore: tuple[str, ...] = SEED_KEYS) -> list[Group]:
     """Trials that differ only in `ignore`; empty unless some setting ran more than once."""
     keys = [k for k in swept_keys(trials) if k not in ignore]
     if not any(k in ignore for k in swept_keys(trials)):
@@ -76,7 +100,7 @@ def group_by_seed(trials: list[Trial], ignore: tuple[str, ...] = ("seed",)) -> l
             group.trials.append(t)
     if all(len(g.trials) + g.failed < 2 for g in groups.values()):
         return []
-    monitor = f"best/{trials[0].monitor}"
+    monitor = monitor_key(trials)
     sign = -1.0 if trials[0].mode == "max" else 1.0
     means = {id(g): g.stat(monitor)[0] for g in groups.values()}
     return sorted(groups.values(), key=lambda g: _best_first(means[id(g)], sign))
@@ -89,22 +113,26 @@ def _best_first(value: float | None, sign: float) -> tuple[bool, float]:
 def write_csv(path: Path, trials: list[Trial]) -> Path:
     """Every override key as a column (constant ones too), then status and every metric."""
     keys = list(dict.fromkeys(k for t in trials for k in t.overrides))
-    monitor = f"best/{trials[0].monitor}"
-    fields = ["trial", *keys, "status", monitor, *METRICS, *RUN_FIELDS, "error"]
+    metrics = [monitor_key(trials), *metric_keys(trials)]
+    fields = ["trial", *keys, "status", *metrics, *RUN_FIELDS, "error"]
     with atomic_open(path, "w") as handle:
         writer = csv.DictWriter(handle, fields, lineterminator="\n")
         writer.writeheader()
         for t in rank(trials):
             row: dict[str, Any] = {"trial": t.name, **t.overrides, "status": t.status}
-            row.update({k: metric(t, k) for k in [monitor, *METRICS]})
+            row.update({k: metric(t, k) for k in metrics})
             row.update({k: t.results.get(k) for k in RUN_FIELDS})
             writer.writerow({**row, "error": t.error})
     return path
 
 
-def write_groups_csv(path: Path, groups: list[Group], monitor: str) -> Path:
+def grouped_metrics(trials: list[Trial]) -> list[str]:
+    """best/<monitor> first, then the test metrics: what a grouped table reports."""
+    return [monitor_key(trials), *(k for k in metric_keys(trials) if k.startswith("test/"))]
+
+
+def write_groups_csv(path: Path, groups: list[Group], names: list[str]) -> Path:
     keys = list(groups[0].values)
-    names = [monitor, *GROUPED_METRICS]
     stats = [f"{n}_{s}" for n in names for s in ("mean", "std")]
     with atomic_open(path, "w") as handle:
         writer = csv.DictWriter(handle, [*keys, "n", "failed", *stats], lineterminator="\n")
@@ -117,8 +145,11 @@ def write_groups_csv(path: Path, groups: list[Group], monitor: str) -> Path:
     return path
 
 
-def fmt(value: float | None, digits: int = 4) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
+def fmt(value: float | None, digits: int | None = None) -> str:
+    """A metric as the logs show it (1.600e-05, not 0.0000); counts and times with `digits`."""
+    if value is None:
+        return ""
+    return show(value) if digits is None else f"{value:.{digits}f}"
 
 
 def mean_std(stat: tuple[float | None, float | None]) -> str:
