@@ -41,10 +41,11 @@ tensorboard:  ## serve TensorBoard for a folder of runs (make tensorboard DIR=mu
 test:  ## run the test suite (one worker per core; each test file stays on one worker)
 	$(PY) -m pytest -q -n auto --dist loadfile $(ARGS)
 
-lint:  ## check formatting (black), lint (ruff) and types (mypy)
+lint:  ## check formatting (black), lint (ruff), types (mypy) and the import rules (import-linter)
 	$(PY) -m black --check src test
 	$(PY) -m ruff check src test
 	$(PY) -m mypy src
+	$(VENV)/bin/lint-imports --no-cache
 
 format:  ## format the code in place
 	$(PY) -m ruff check --fix --quiet src test || true

@@ -167,7 +167,7 @@ def run_summary(runner: Runner, cfg: DictConfig, train_loader: Any) -> dict[str,
         "epochs": round(runner.epochs_trained(train_loader), 4),
         "steps": state.step,
         "train_time_s": round(state.train_time_s, 3),
-        "wall_time_s": round(runner.wall_time_s(), 3),
+        "wall_time_s": round(runner.wall_clock.elapsed(), 3),
         "world_size": runner.world.world_size,
         "status": "completed",
     }

@@ -18,6 +18,7 @@ task's (src/task/); the Runner never names a metric. It imports nothing from Hyd
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -31,11 +32,12 @@ from src.launch.signals import StopRequest, StopTraining
 from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
 from src.task.base import Task
+from src.training import snapshot
 from src.training.checkpoint import Checkpointer, load_checkpoint, load_model_weights
-from src.training.loss_window import first_nonfinite
+from src.training.loss_window import nonfinite_stop
 from src.training.options import Mode, NonFinite, RunnerOptions, TestWeights, epoch_length
 from src.training.precision import autocast, grad_scaler
-from src.training.state import TrainState, capture_rng, restore_rng
+from src.training.state import Stopwatch, TrainState
 
 log = logging.getLogger(__name__)
 _NO_CONTEXT = nullcontext()  # reusable, and cheaper than building one per step
@@ -80,13 +82,13 @@ class Runner:
         self.window_losses: list[torch.Tensor] = []  # per batch: which one went non-finite
         self.scaler = grad_scaler(device, self.options.precision)
         self._last_log = (time.perf_counter(), self.state.samples_seen)
-        self._fit_clock = (time.perf_counter(), self.state.train_time_s)
-        self._wall_clock = (started or time.perf_counter(), self.state.wall_time_s)
+        self.fit_clock = Stopwatch(self.state.train_time_s)  # time in fit(), over all segments
+        self.wall_clock = Stopwatch(self.state.wall_time_s, started)  # since the process began
 
     # ----------------------------------------------------------------------------- training
     def fit(self, train_loader: Any, val_loader: Any) -> None:
         state, options = self.state, self.options
-        self._fit_clock = (time.perf_counter(), state.train_time_s)
+        self.fit_clock = Stopwatch(state.train_time_s)
         self.progress.start(options.max_epochs, state.epoch)
         try:
             while state.epoch < options.max_epochs and not self._reached_max_steps():
@@ -94,7 +96,9 @@ class Runner:
                 if self._should_stop():
                     self._save_checkpoint()
                     self.checkpointer.wait()
-                    raise StopTraining(self._stop_message(), self.stop.exit_code)
+                    saved = self.checkpointer.last if self.checkpointer.enabled else "nowhere"
+                    message = f"stopped by signal {self.stop.signum} at step {state.step}"
+                    raise StopTraining(f"{message}; saved {saved}", self.stop.exit_code)
                 self._log_train()
                 self._end_of_epoch(val_loader, self._epoch_length(train_loader))
         finally:
@@ -182,7 +186,7 @@ class Runner:
             return
         state = self.state
         metrics = self.window.compute()
-        if not _finite(metrics["loss"]):
+        if not math.isfinite(metrics["loss"]):
             self._check_finite()  # stop mode: names the batch and raises
         self.window.reset()
         self.window_losses = []
@@ -197,17 +201,12 @@ class Runner:
 
     def _check_finite(self) -> None:
         """Raise StopTraining (exit 3) naming the first non-finite batch, unless skipping."""
-        bad = first_nonfinite(self.window_losses, self.world)
-        if bad is None or self.options.on_nonfinite == NonFinite.skip:
+        if self.options.on_nonfinite == NonFinite.skip:
             return
-        window, accumulate = len(self.window_losses), self.options.accumulate_grad_batches
-        batch = self.state.batch_in_epoch - window + bad
-        step = self.state.step - (window - bad - 1) // accumulate
-        raise StopTraining(
-            f"non-finite loss at step {step} (epoch {self.state.epoch}, batch {batch}); "
-            f"last good checkpoint kept at {self.checkpointer.last}",
-            exit_code=3,
-        )
+        accumulate, kept = self.options.accumulate_grad_batches, self.checkpointer.last
+        error = nonfinite_stop(self.window_losses, self.world, self.state, accumulate, kept)
+        if error is not None:
+            raise error
 
     # --------------------------------------------------------------------------- evaluation
     def _end_of_epoch(self, loader: Any, epoch_length: int) -> None:
@@ -260,49 +259,24 @@ class Runner:
 
     # ---------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:
-        """The whole training state, with `checkpoint_extra` (e.g. the resolved config)."""
-        return {
-            "model": self.plain_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
-            "state": self.state.state_dict(),
-            "window": self.window.state_dict(),
-            "window_losses": [loss.cpu() for loss in self.window_losses],
-            "rng": capture_rng(),
-            **self.checkpoint_extra,
-        }
+        """The whole training state (src/training/snapshot.py), with `checkpoint_extra`."""
+        return snapshot.capture(self)
 
     def load(self, payload: dict[str, Any], source: str = "checkpoint") -> None:
-        load_model_weights(self.plain_model, payload["model"], source)
-        self.optimizer.load_state_dict(payload["optimizer"])
-        if self.scheduler is not None and payload["scheduler"] is not None:
-            self.scheduler.load_state_dict(payload["scheduler"])
-        self.scaler.load_state_dict(payload["scaler"])
-        self.state.load_state_dict(payload["state"])
-        self.window.load_state_dict(payload["window"])
-        self.window_losses = list(payload["window_losses"])
-        restore_rng(payload["rng"])
+        snapshot.restore(self, payload, source)
         self._last_log = (time.perf_counter(), self.state.samples_seen)
-        self._wall_clock = (time.perf_counter(), self.state.wall_time_s)
+        self.wall_clock.carried = self.state.wall_time_s  # the earlier segments' seconds
 
     def _save_checkpoint(self, is_best: bool = False) -> None:
         """Write last.pt (and best.pt), after making sure no non-finite loss slipped in: on
         every rank (a collective under DDP), so a diverged model never overwrites a good one."""
         self._check_finite()
         state = self.state
-        started, before = self._fit_clock
-        state.train_time_s = before + time.perf_counter() - started
-        state.wall_time_s = self.wall_time_s()
+        state.train_time_s, state.wall_time_s = self.fit_clock.elapsed(), self.wall_clock.elapsed()
         if self.checkpointer.enabled:
             self.checkpointer.save(self.checkpoint(), state.step, is_best)
 
     # ------------------------------------------------------------------------------ helpers
-    def wall_time_s(self) -> float:
-        """Seconds since the process started, plus those of the segments before a resume."""
-        started, before = self._wall_clock
-        return before + time.perf_counter() - started
-
     def epochs_trained(self, train_loader: Any) -> float:
         """Whole epochs plus the fraction of the current one (a max_steps run stops mid-way)."""
         length = self._epoch_length(train_loader)
@@ -322,11 +296,3 @@ class Runner:
         if any_rank(flag, self.world) and not self.stop.requested:
             self.stop.request_like_sigterm()  # another rank was signalled
         return self.stop.requested
-
-    def _stop_message(self) -> str:
-        where = self.checkpointer.last if self.checkpointer.enabled else "nowhere (checkpoints off)"
-        return f"stopped by signal {self.stop.signum} at step {self.state.step}; saved {where}"
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")

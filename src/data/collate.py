@@ -25,6 +25,6 @@ class NormalizeImages:
 
 
 if __name__ == "__main__":
-    collate = NormalizeImages(mean=0.1307, std=0.3081)
+    collate = NormalizeImages(mean=0.5, std=0.25)
     x, y = collate(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8), torch.arange(4))
     print(tuple(x.shape), x.dtype, y.dtype)

@@ -90,9 +90,18 @@ def _stack(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
 
 
 if __name__ == "__main__":
-    from src.task.classification import Classification
 
-    meter = Classification().metrics()
+    class Accuracy:  # any object with the three metric methods of src.task.base.Task will do
+        def batch_values(self, outputs: torch.Tensor, batch: Any) -> dict[str, torch.Tensor]:
+            return {"correct": (outputs.argmax(1) == batch[1]).sum()}
+
+        def reduce(self, values: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+            return {k: torch.stack(v).sum() for k, v in values.items()}
+
+        def summarize(self, totals: dict[str, Any], samples: int) -> dict[str, float]:
+            return {"acc": totals["correct"] / samples}
+
+    meter = Meter(Accuracy())  # type: ignore[arg-type]
     for _ in range(3):
         meter.update(torch.tensor(0.5), torch.eye(2), (torch.zeros(2, 1), torch.tensor([0, 1])), 2)
     print(meter.compute(), "(3 batches of 2, all correct)")

@@ -4,6 +4,7 @@ state_dicts, that a checkpoint needs for a resumed run to continue exactly."""
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +33,18 @@ class TrainState:
             raise KeyError(f"unknown training-state keys {sorted(unknown)}")
         for key, value in state.items():
             setattr(self, key, value)
+
+
+class Stopwatch:
+    """Seconds since `start` (a `time.perf_counter()` value), plus `carried`: the seconds of
+    the earlier segments of a resumed run."""
+
+    def __init__(self, carried: float = 0.0, start: float | None = None) -> None:
+        self.carried = carried
+        self.start = time.perf_counter() if start is None else start
+
+    def elapsed(self) -> float:
+        return self.carried + time.perf_counter() - self.start
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,1 @@
+"""`make bench`: what the template costs, measured side by side (see __main__.py)."""

@@ -1,0 +1,59 @@
+"""What a checkpoint holds: a run's whole training state as one dict, and back.
+
+    model, optimizer, scheduler, scaler      their own state_dicts (the model's plain names)
+    state                                    progress counters and clocks (TrainState)
+    window, window_losses                    the metric window since the last logging step
+    rng                                      every generator a step may draw from
+    + checkpoint_extra                       e.g. the resolved config and the data's facts
+
+Restoring all of it is what makes a resumed run continue bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from src.training.checkpoint import load_model_weights
+from src.training.state import TrainState, capture_rng, restore_rng
+
+
+class TrainingParts(Protocol):
+    """The Runner's attributes a checkpoint is made of."""
+
+    plain_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    window: Any  # the task's metrics object (state_dict / load_state_dict)
+    window_losses: list[torch.Tensor]
+    checkpoint_extra: dict[str, Any]
+
+
+def capture(parts: TrainingParts) -> dict[str, Any]:
+    return {
+        "model": parts.plain_model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "scaler": parts.scaler.state_dict(),
+        "state": parts.state.state_dict(),
+        "window": parts.window.state_dict(),
+        "window_losses": [loss.cpu() for loss in parts.window_losses],
+        "rng": capture_rng(),
+        **parts.checkpoint_extra,
+    }
+
+
+def restore(parts: TrainingParts, payload: dict[str, Any], source: str) -> None:
+    load_model_weights(parts.plain_model, payload["model"], source)
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    if parts.scheduler is not None and payload["scheduler"] is not None:
+        parts.scheduler.load_state_dict(payload["scheduler"])
+    parts.scaler.load_state_dict(payload["scaler"])
+    parts.state.load_state_dict(payload["state"])
+    parts.window.load_state_dict(payload["window"])
+    parts.window_losses = list(payload["window_losses"])
+    restore_rng(payload["rng"])
