@@ -5,16 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from src.data.collate import NormalizeImages
 from src.data.in_memory import InMemoryLoader
+from src.model.autoencoder import ConvAutoencoder
 from src.model.cnn import CNN
 from src.reporting.progress import Progress
 from src.runner import Runner
+from src.task.base import Task
 from src.task.classification import Classification
+from src.task.reconstruction import Reconstruction
 from src.training.options import RunnerOptions
 from src.training.schedulers import one_cycle
 
@@ -41,18 +46,30 @@ def sync_calls(monkeypatch) -> list[tuple[str, str]]:
     return calls
 
 
-def test_no_host_sync_on_non_logging_steps(sync_calls: list, tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def image_batches(mean: float, std: float) -> tuple[InMemoryLoader, InMemoryLoader]:
+    """40 training steps of 10 images, and 2 validation batches."""
     images = torch.randint(0, 256, (400, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (400,))
-    collate = NormalizeImages(0.13, 0.31)
-    train = InMemoryLoader(images, labels, 10, collate, shuffle=True)  # 40 steps per epoch
-    model = CNN()
+    collate = NormalizeImages(mean, std)
+    train = InMemoryLoader(images, labels, 10, collate, shuffle=True)
+    return train, InMemoryLoader(images[:20], labels[:20], 10, collate)
+
+
+TASKS: dict[str, Callable[[], tuple[Task, nn.Module, tuple[Any, Any]]]] = {  # every shipped task
+    "classification": lambda: (Classification(), CNN(), image_batches(0.13, 0.31)),
+    "reconstruction": lambda: (Reconstruction(), ConvAutoencoder(), image_batches(0.0, 1.0)),
+}
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_no_host_sync_on_non_logging_steps(sync_calls: list, name: str) -> None:
+    torch.manual_seed(0)
+    task, model, (train, val) = TASKS[name]()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     runner = Runner(
         model,
         optimizer,
-        Classification(),
+        task,
         torch.device("cpu"),
         scheduler=one_cycle(optimizer, total_steps=40),
         options=RunnerOptions(max_epochs=1, max_steps=20, log_every_n_steps=5),
@@ -66,7 +83,7 @@ def test_no_host_sync_on_non_logging_steps(sync_calls: list, tmp_path: Path) -> 
         original_update(*args)
 
     runner.window.update = update  # type: ignore[method-assign]
-    runner.fit(train, InMemoryLoader(images[:20], labels[:20], 10, collate))
+    runner.fit(train, val)
     steps_at_sync.extend([runner.state.step] * (len(sync_calls) - len(steps_at_sync)))
     assert sync_calls, "the spy saw nothing: instrumentation broken"
     assert set(steps_at_sync) <= {5, 10, 15, 20}, list(zip(steps_at_sync, sync_calls))

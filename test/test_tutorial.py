@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,7 @@ SHORT = [  # appended to every training command: synthetic data, a few steps
     "device=cpu",
     "runner.progress=none",
 ]
-DRIVER = '''
+DRIVER = """
 import contextlib, io, itertools, json, runpy, sys
 from pathlib import Path
 from hydra import compose, initialize_config_module
@@ -50,7 +49,7 @@ for job in jobs:
         results.append(entry.train(cfg, run_dir))
     out.append({"results": results})
 Path(sys.argv[2]).write_text(json.dumps(out))
-'''
+"""
 
 
 def blocks() -> list[tuple[str, str]]:
