@@ -7,7 +7,7 @@ SWEEP ?= grid
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval predict new-project bench sweep summary tensorboard test lint format clean
+.PHONY: help install install-conda run eval predict new-project bench sweep summary tensorboard test lint docs format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ lint:  ## check formatting (black), lint (ruff), types (mypy) and the import rul
 	$(PY) -m ruff check src test
 	$(PY) -m mypy src
 	$(VENV)/bin/lint-imports --no-cache
+
+docs:  ## refresh the generated config reference in docs/configs.md
+	$(PY) -m src.config.reference --write
 
 format:  ## format the code in place
 	$(PY) -m ruff check --fix --quiet src test || true

