@@ -15,6 +15,9 @@ from src.config.validate import ConfigError
 from src.data.loaders import Loaders
 from src.launch.distributed import World
 from src.task.base import Task
+from src.training.callbacks import Callback
+from src.training.early_stopping import EarlyStopping
+from src.training.ema import EMA
 from src.training.options import epoch_length
 
 log = logging.getLogger(__name__)
@@ -82,3 +85,15 @@ def build_scheduler(
         return None
     log.info("Instantiating scheduler <%s>", cfg.scheduler._target_)
     return instantiate(cfg.scheduler)(optimizer, total_steps=planned_steps(cfg, batches_per_epoch))
+
+
+def build_callbacks(cfg: DictConfig, model: nn.Module) -> list[Callback]:
+    """EMA of the weights and early stopping, when their runner keys switch them on."""
+    callbacks: list[Callback] = []
+    ema, stopping = cfg.runner.ema, cfg.runner.early_stopping
+    if ema.decay > 0:  # on the bare model: its parameter names are the checkpoint's
+        callbacks.append(EMA(getattr(model, "_orig_mod", model), **ema))
+    if stopping.patience > 0:
+        monitor, mode = cfg.runner.monitor, cfg.runner.monitor_mode
+        callbacks.append(EarlyStopping(monitor, mode, **stopping))
+    return callbacks

@@ -28,7 +28,12 @@ from src.launch.distributed import World, resolve_device
 from src.reporting.results import final_line
 from src.runner import Runner
 from src.task.base import Task
-from src.training.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from src.training.checkpoint import (
+    CheckpointError,
+    evaluation_state,
+    load_checkpoint,
+    load_model_weights,
+)
 
 log = logging.getLogger(__name__)
 USAGE = "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [key=value ...]"
@@ -71,7 +76,8 @@ def load_trained(path: Path, overrides: list[str]) -> Trained:
     cfg: DictConfig = OmegaConf.merge(payload["config"], given)  # type: ignore[assignment]
     device = resolve_device(cfg.device, World())
     model = build.build_model(cfg, device)
-    load_model_weights(getattr(model, "_orig_mod", model), payload["model"], path)
+    weights = evaluation_state(payload)  # the EMA average when the run kept one
+    load_model_weights(getattr(model, "_orig_mod", model), weights, path)
     return Trained(cfg, model.eval(), build.build_task(cfg), device, payload)
 
 

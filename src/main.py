@@ -106,6 +106,7 @@ def build_runner(
     started: float,
 ) -> Runner:
     model = build.build_model(cfg, device)
+    callbacks = build.build_callbacks(cfg, model)
     if world.is_distributed:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
@@ -126,6 +127,7 @@ def build_runner(
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
         checkpoint_extra={"config": portable_config(cfg), "data_info": data.info},
+        callbacks=callbacks,
         started=started,
     )
 
@@ -170,6 +172,7 @@ def run_summary(runner: Runner, cfg: DictConfig, train_loader: Any) -> dict[str,
         "wall_time_s": round(runner.wall_clock.elapsed(), 3),
         "world_size": runner.world.world_size,
         "status": "completed",
+        **({"stop_reason": state.stop_reason} if state.stop_reason else {}),
     }
 
 

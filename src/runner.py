@@ -11,6 +11,8 @@
         validate -> log, best.pt when the monitored metric improves, last.pt
     test (separately, `Runner.test`) with the best or the last weights
 
+Callbacks (src/training/callbacks.py) join at fixed points: after each optimizer step, after
+each validation, and around evaluation (EMA weights, early stopping, the profiler).
 What is specific to a problem (the loss, the metrics and their names, what a batch holds) is the
 task's (src/task/); the Runner never names a metric. It imports nothing from Hydra or the config.
 """
@@ -19,9 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import torch
@@ -30,60 +31,53 @@ from torch import nn
 from src.launch.distributed import World, any_rank, barrier
 from src.launch.signals import StopRequest, StopTraining
 from src.reporting.logger import MetricLogger
-from src.reporting.progress import Progress
+from src.reporting.progress import Progress, Throughput
 from src.task.base import Task
 from src.training import snapshot
-from src.training.checkpoint import Checkpointer, load_checkpoint, load_model_weights
+from src.training.callbacks import Callback
+from src.training.checkpoint import Checkpointer
 from src.training.loss_window import nonfinite_stop
-from src.training.options import Mode, NonFinite, RunnerOptions, TestWeights, epoch_length
-from src.training.precision import autocast, grad_scaler
+from src.training.options import NonFinite, RunnerOptions, TestWeights, better, epoch_length
+from src.training.precision import MixedPrecision
 from src.training.state import Stopwatch, TrainState
 
 log = logging.getLogger(__name__)
 _NO_CONTEXT = nullcontext()  # reusable, and cheaper than building one per step
 
 
+@dataclass(eq=False)
 class Runner:
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        task: Task,
-        device: torch.device,
-        *,
-        scheduler: Any = None,
-        state: TrainState | None = None,
-        options: RunnerOptions | None = None,
-        checkpointer: Checkpointer | None = None,
-        logger: MetricLogger | None = None,
-        progress: Progress | None = None,
-        world: World | None = None,
-        stop: StopRequest | None = None,
-        checkpoint_extra: dict[str, Any] | None = None,
-        on_step_end: list[Callable[[Runner], None]] | None = None,
-        started: float | None = None,
-    ) -> None:
-        self.model, self.optimizer, self.task = model, optimizer, task
-        self.device, self.scheduler = device, scheduler
-        self.state = state or TrainState()
-        self.options = options or RunnerOptions()
-        self.checkpointer = checkpointer or Checkpointer(".", enabled=False)
-        self.logger = logger or MetricLogger(".", enabled=False)
-        self.progress = progress or Progress("none")
-        self.world = world or World()
-        self.stop = stop or StopRequest()
-        self.checkpoint_extra = checkpoint_extra or {}
-        self.on_step_end = on_step_end or []  # the loop's one hook, after each optimizer step
+    """The loop over plain objects: a model (maybe wrapped in DDP or compiled), its optimizer,
+    the task, the device; everything after `*` has a default that records and saves nothing."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    task: Task
+    device: torch.device
+    _: KW_ONLY
+    scheduler: Any = None  # stepped after every optimizer step
+    state: TrainState = field(default_factory=TrainState)  # counters: what a checkpoint resumes
+    options: RunnerOptions = field(default_factory=RunnerOptions)  # how long, how often
+    checkpointer: Checkpointer = field(default_factory=lambda: Checkpointer(".", enabled=False))
+    logger: MetricLogger = field(default_factory=lambda: MetricLogger(".", enabled=False))
+    progress: Progress = field(default_factory=lambda: Progress("none"))
+    world: World = field(default_factory=World)  # rank and world size (1 process by default)
+    stop: StopRequest = field(default_factory=StopRequest)  # set by signals, read between steps
+    checkpoint_extra: dict[str, Any] = field(default_factory=dict)  # e.g. the resolved config
+    callbacks: list[Callback] = field(default_factory=list)  # EMA, early stopping, profiler
+    started: float | None = None  # perf_counter() when the process began (for wall time)
+
+    def __post_init__(self) -> None:
         # Evaluation runs each rank on its own shard: through the model without its DDP wrapper.
-        self.local_model = getattr(model, "module", model)
+        self.local_model = getattr(self.model, "module", self.model)
         # Checkpoints hold plain parameter names: the model without torch.compile's wrapper too.
         self.plain_model = getattr(self.local_model, "_orig_mod", self.local_model)
-        self.window = task.metrics()  # the training metrics since the last logging step
+        self.window = self.task.metrics()  # the training metrics since the last logging step
         self.window_losses: list[torch.Tensor] = []  # per batch: which one went non-finite
-        self.scaler = grad_scaler(device, self.options.precision)
-        self._last_log = (time.perf_counter(), self.state.samples_seen)
+        self.precision = MixedPrecision(self.device, self.options.precision)
+        self.throughput = Throughput(self.state.samples_seen)
         self.fit_clock = Stopwatch(self.state.train_time_s)  # time in fit(), over all segments
-        self.wall_clock = Stopwatch(self.state.wall_time_s, started)  # since the process began
+        self.wall_clock = Stopwatch(self.state.wall_time_s, self.started)  # since process start
 
     # ----------------------------------------------------------------------------- training
     def fit(self, train_loader: Any, val_loader: Any) -> None:
@@ -91,7 +85,7 @@ class Runner:
         self.fit_clock = Stopwatch(state.train_time_s)
         self.progress.start(options.max_epochs, state.epoch)
         try:
-            while state.epoch < options.max_epochs and not self._reached_max_steps():
+            while not self._done():
                 self._train_epoch(train_loader)
                 if self._should_stop():
                     self._save_checkpoint()
@@ -124,8 +118,8 @@ class Runner:
             self.progress.advance()
             if not stepped:
                 continue
-            for hook in self.on_step_end:
-                hook(self)
+            for callback in self.callbacks:
+                callback.on_step_end(self)
             if state.step % options.log_every_n_steps == 0:
                 self._log_train()
             every = options.checkpoint_every_n_steps
@@ -139,7 +133,7 @@ class Runner:
         state, accumulate = self.state, self.options.accumulate_grad_batches
         boundary = last or accumulate == 1 or (state.batch_in_epoch + 1) % accumulate == 0
         batch = self.task.to_device(batch, self.device)
-        with self._autocast():
+        with self.precision.autocast():
             loss, outputs = self.task.loss(self.model, batch)
         detached, samples = loss.detach(), self.task.batch_size(batch)
         self.window.update(detached, outputs, batch, samples)
@@ -156,28 +150,17 @@ class Runner:
             loss = loss / accumulate
         no_sync = getattr(self.model, "no_sync", None)  # DDP: no all-reduce mid-accumulation
         with _NO_CONTEXT if boundary or no_sync is None else no_sync():
-            (self.scaler.scale(loss) if self.scaler.is_enabled() else loss).backward()
+            self.precision.backward(loss)
         if boundary:
             self._optimizer_step()
         return boundary
 
     def _optimizer_step(self) -> None:
-        if self.options.gradient_clip_val > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.options.gradient_clip_val)
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.precision.step(self.optimizer, self.model, self.options.gradient_clip_val)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:
             self.scheduler.step()
         self.state.step += 1
-
-    def _autocast(self) -> Any:
-        precision = self.options.precision
-        return _NO_CONTEXT if precision == "fp32" else autocast(self.device, precision)
 
     # ------------------------------------------------------------------------------ logging
     def _log_train(self) -> None:
@@ -190,12 +173,9 @@ class Runner:
             self._check_finite()  # stop mode: names the batch and raises
         self.window.reset()
         self.window_losses = []
-        now = time.perf_counter()
-        then, seen = self._last_log
-        self._last_log = (now, state.samples_seen)
         metrics.pop("samples", None)
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        metrics["samples_per_s"] = (state.samples_seen - seen) / max(now - then, 1e-9)
+        metrics["samples_per_s"] = self.throughput.rate(state.samples_seen)
         self.logger.log("train", state.step, state.epoch, metrics)
         self.progress.show(state.step, state.epoch, metrics)
 
@@ -218,33 +198,35 @@ class Runner:
         self.progress.end_epoch(state.epoch, metrics)
         if state.batch_in_epoch >= epoch_length:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        state.finished = state.epoch >= options.max_epochs or self._reached_max_steps()
+        for callback in self.callbacks:
+            callback.on_validation_end(self, metrics)  # early stopping sets state.stop_reason
+        state.finished = self._done()
         value = metrics.get(options.monitor)
-        improved = value is not None and self._improved(value)
+        improved = value is not None and better(value, state.best_metric, options.monitor_mode)
         if improved:
             state.best_metric, state.best_step = value, state.step
         self._save_checkpoint(is_best=improved)
 
-    def _improved(self, value: float) -> bool:
-        best = self.state.best_metric
-        return best is None or (
-            value > best if self.options.monitor_mode == Mode.max else value < best
-        )
-
     @torch.no_grad()
-    def evaluate(self, loader: Any, split: str, limit: int = -1) -> dict[str, float]:
+    def evaluate(
+        self, loader: Any, split: str, limit: int = -1, callback_weights: bool = True
+    ) -> dict[str, float]:
         """The task's metrics over the loader as `<split>/<name>`, each sample counted once
-        across ranks."""
+        across ranks; with the callbacks' evaluation weights (EMA) unless told otherwise."""
         was_training = self.local_model.training
         self.local_model.eval()
         meter = self.task.metrics()
-        for i, batch in enumerate(loader):
-            if 0 <= limit <= i:
-                break
-            batch = self.task.to_device(batch, self.device)
-            with self._autocast():
-                loss, outputs = self.task.loss(self.local_model, batch)
-            meter.update(loss.float(), outputs, batch, self.task.batch_size(batch))
+        weights = ExitStack()
+        for callback in self.callbacks if callback_weights else []:
+            weights.enter_context(callback.evaluation_weights(self))
+        with weights:
+            for i, batch in enumerate(loader):
+                if 0 <= limit <= i:
+                    break
+                batch = self.task.to_device(batch, self.device)
+                with self.precision.autocast():
+                    loss, outputs = self.task.loss(self.local_model, batch)
+                meter.update(loss.float(), outputs, batch, self.task.batch_size(batch))
         self.local_model.train(was_training)
         return {f"{split}/{name}": value for name, value in meter.compute().items()}
 
@@ -253,9 +235,11 @@ class Runner:
         self.checkpointer.wait()
         best = self.checkpointer.best
         barrier(self.world)  # rank 0 has finished writing best.pt before any rank reads it
+        limit = self.options.limit_test_batches
         if self.options.test_ckpt == TestWeights.best and best.is_file():
-            load_model_weights(self.plain_model, load_checkpoint(best, self.device)["model"], best)
-        return self.evaluate(loader, "test", self.options.limit_test_batches)
+            snapshot.load_evaluation_weights(self.plain_model, best, self.device)
+            return self.evaluate(loader, "test", limit, callback_weights=False)
+        return self.evaluate(loader, "test", limit)
 
     # ---------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -264,7 +248,7 @@ class Runner:
 
     def load(self, payload: dict[str, Any], source: str = "checkpoint") -> None:
         snapshot.restore(self, payload, source)
-        self._last_log = (time.perf_counter(), self.state.samples_seen)
+        self.throughput = Throughput(self.state.samples_seen)
         self.wall_clock.carried = self.state.wall_time_s  # the earlier segments' seconds
 
     def _save_checkpoint(self, is_best: bool = False) -> None:
@@ -287,6 +271,15 @@ class Runner:
 
     def _reached_max_steps(self) -> bool:
         return 0 <= self.options.max_steps <= self.state.step
+
+    def _done(self) -> bool:
+        """max_epochs, max_steps, or a callback's reason (early stopping) ends training."""
+        state = self.state
+        return (
+            state.epoch >= self.options.max_epochs
+            or self._reached_max_steps()
+            or bool(state.stop_reason)
+        )
 
     def _should_stop(self) -> bool:
         """Under DDP every rank must stop at the same step, so the flag is summed over ranks."""

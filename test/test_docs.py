@@ -13,9 +13,9 @@ DOCS = REPO / "docs" / "configs.md"
 
 
 def test_the_config_reference_in_the_docs_is_current() -> None:
-    assert reference.reference() in DOCS.read_text(), (
-        "docs/configs.md is out of date: run `python -m src.config.reference --write`"
-    )
+    assert (
+        reference.reference() in DOCS.read_text()
+    ), "docs/configs.md is out of date: run `python -m src.config.reference --write`"
 
 
 def test_every_schema_field_has_a_meaning_beside_it() -> None:

@@ -70,7 +70,12 @@ def train_rows(run_dir: Path) -> list[tuple[str, ...]]:
 
 TASKS = {  # every shipped task, with a model small enough for a few seconds of training
     "classification": [],
-    "reconstruction": ["task=reconstruction", "model.channels=[4,8]", "model.code_size=8"],
+    "reconstruction": [  # with an average of the weights (EMA) kept, and saved, too
+        "task=reconstruction",
+        "model.channels=[4,8]",
+        "model.code_size=8",
+        "runner.ema.decay=0.9",
+    ],
 }
 
 
@@ -101,6 +106,9 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(
     assert a["state"]["step"] == b["state"]["step"] == STEPS
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    for name, tensor in a["callbacks"].get("ema", {}).get("weights", {}).items():
+        assert torch.equal(tensor, b["callbacks"]["ema"]["weights"][name]), name
+    assert (task == "reconstruction") == ("ema" in a["callbacks"])
     assert train_rows(full_dir) == train_rows(cut_dir)  # same steps, same losses, no duplicates
     full_results = json.loads((full_dir / "results.json").read_text())
     cut_results = json.loads((cut_dir / "results.json").read_text())

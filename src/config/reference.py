@@ -58,14 +58,22 @@ def default_of(field: dataclasses.Field) -> Any:
 
 
 def table(node: type) -> list[str]:
-    comments = field_comments(node)
-    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    return ["| key | default | meaning |", "| --- | --- | --- |", *rows(node)]
+
+
+def rows(node: type, prefix: str = "") -> list[str]:
+    """One row per field; a nested schema (runner.ema) as one row per field of its own."""
+    comments, found = field_comments(node), []
     for field in dataclasses.fields(node):
-        if field.name == "_partial_" or default_of(field) in (dataclasses.MISSING, MISSING):
+        default = default_of(field)
+        if field.name == "_partial_" or default is dataclasses.MISSING or default == MISSING:
             continue  # a group's own node (its options have tables of their own)
+        if dataclasses.is_dataclass(default):
+            found += rows(type(default), f"{prefix}{field.name}.")
+            continue
         meaning = comments.get(field.name, "").replace("|", "\\|")
-        rows.append(f"| `{field.name}` | `{shown(default_of(field))}` | {meaning} |")
-    return rows
+        found.append(f"| `{prefix}{field.name}` | `{shown(default)}` | {meaning} |")
+    return found
 
 
 def reference() -> str:

@@ -151,6 +151,19 @@ class CosineConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    patience: int = 0  # validations without improvement of runner.monitor before stopping (0 = off)
+    min_delta: float = 0.0  # a change smaller than this is no improvement (in monitor_mode's way)
+
+
+@dataclass
+class EMAConfig:
+    decay: float = 0.0  # weight of the old average per step, e.g. 0.999 (0 = off)
+    warmup_steps: int = 0  # decay grows as (1 + n) / (warmup_steps + n) up to `decay` (0 = none)
+    start_step: int = 0  # the average copies the weights until this optimizer step
+
+
+@dataclass
 class RunnerConfig(RunnerOptions):
     """The loop's own options (src/training/options.py) and how main.py sets the loop up."""
 
@@ -162,6 +175,8 @@ class RunnerConfig(RunnerOptions):
     detect_anomaly: bool = False  # autograd anomaly detection: slow, names the op that made NaN
     compile: bool = False  # torch.compile the model (pays a compile time up front)
     channels_last: bool = True  # NHWC memory format for 4-d weights: ~2x faster convs on CPU
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # on monitor
+    ema: EMAConfig = field(default_factory=EMAConfig)  # evaluate with averaged weights
 
 
 @dataclass

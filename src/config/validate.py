@@ -25,7 +25,14 @@ LOWER_BOUNDS = {
     "runner.overfit_batches": (0, True),
     "runner.accumulate_grad_batches": (1, True),
     "runner.gradient_clip_val": (0.0, True),
+    "runner.early_stopping.patience": (0, True),
+    "runner.early_stopping.min_delta": (0.0, True),
+    "runner.ema.decay": (0.0, True),
+    "runner.ema.warmup_steps": (0, True),
+    "runner.ema.start_step": (0, True),
 }
+# key -> (largest allowed value, whether the bound itself is allowed)
+UPPER_BOUNDS = {"runner.ema.decay": (1.0, False)}
 
 
 class ConfigError(UserError, ValueError):
@@ -52,6 +59,10 @@ def config_problems(cfg: Any) -> list[str]:
         elif value < low or (value == low and not inclusive):
             relation = ">=" if inclusive else ">"
             problems.append(f"{key} must be {relation} {low} (got {value})")
+    for key, (high, inclusive) in UPPER_BOUNDS.items():
+        value = _get(cfg, key)
+        if value is not None and (value > high or (value == high and not inclusive)):
+            problems.append(f"{key} must be {'<=' if inclusive else '<'} {high} (got {value})")
     monitor = str(_get(cfg, "runner.monitor"))
     if not monitor.startswith("val/"):
         problems.append(

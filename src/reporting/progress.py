@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from enum import Enum
 from typing import Any
 
@@ -91,6 +92,19 @@ class Progress:
         self._batches = self._epochs = None
 
 
+class Throughput:
+    """Samples per second since the previous call (the first: since it was made)."""
+
+    def __init__(self, samples_seen: int = 0) -> None:
+        self.last = (time.perf_counter(), samples_seen)
+
+    def rate(self, samples_seen: int) -> float:
+        now = time.perf_counter()
+        then, seen = self.last
+        self.last = (now, samples_seen)
+        return (samples_seen - seen) / max(now - then, 1e-9)
+
+
 def _format(key: str, value: float) -> str:
     if key == "lr":
         return f"lr {value:.2e}"
@@ -104,8 +118,6 @@ def _summary(metrics: dict[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    import time
-
     progress = Progress("bar")
     progress.start(max_epochs=1, epoch=0)
     progress.start_epoch(0, total=50)

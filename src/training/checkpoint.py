@@ -106,6 +106,13 @@ def _link_or_copy(source: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
+def evaluation_state(payload: dict[str, Any]) -> dict[str, Any]:
+    """The model weights to evaluate a checkpoint with: the averaged (EMA) parameters when the
+    run kept an average, the trained ones otherwise."""
+    averaged = payload.get("callbacks", {}).get("ema", {}).get("weights", {})
+    return {**payload["model"], **averaged}
+
+
 def run_dir_of(checkpoint: str | Path) -> Path | None:
     """<run>/checkpoints/x.pt -> <run>; None for a checkpoint that lies outside a run."""
     path = Path(checkpoint).resolve()

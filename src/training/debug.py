@@ -2,8 +2,8 @@
 
 - `RepeatBatches`: the same few training batches every epoch (`runner.overfit_batches`). A model
   that cannot drive their loss to ~0 has a bug: a wrong loss, a detached graph, a frozen layer.
-- `profiler`: torch.profiler over a few optimizer steps, stepped by the Runner's `on_step_end`
-  hook; the trace lands in `<run>/profile/` (`runner.profile`).
+- `profiler`: torch.profiler over a few optimizer steps, stepped by a callback after each
+  optimizer step; the trace lands in `<run>/profile/` (`runner.profile`).
 - `anomaly`: autograd anomaly detection (`runner.detect_anomaly`): a NaN made in backward
   raises at once, with the traceback of the forward operation that caused it.
 """
@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
+
+from src.training.callbacks import OnStepEnd
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,12 @@ def profiler(folder: Path, runner: Any) -> Iterator[None]:
         on_trace_ready=on_ready,
         record_shapes=True,
     ) as prof:
-        runner.on_step_end.append(lambda _: prof.step())
+        step = OnStepEnd(lambda _: prof.step())
+        runner.callbacks.append(step)
         try:
             yield
         finally:
-            runner.on_step_end.pop()
+            runner.callbacks.remove(step)
     if trace.is_file():
         log.info(
             "profiler trace %s: open it in https://ui.perfetto.dev or chrome://tracing "
@@ -109,9 +112,9 @@ if __name__ == "__main__":
     x, y = torch.arange(10).float(), torch.arange(10)
     batches = RepeatBatches(InMemoryLoader(x, y, 2, lambda a, b: b, shuffle=True), 2)
     print("overfit batches, every epoch:", [b.tolist() for b in batches])
-    fake = SimpleNamespace(device=torch.device("cpu"), on_step_end=[])
+    fake = SimpleNamespace(device=torch.device("cpu"), callbacks=[])
     with tempfile.TemporaryDirectory() as tmp, profiler(Path(tmp), fake):
         for _ in range(6):
             torch.randn(64, 64) @ torch.randn(64, 64)
-            for hook in fake.on_step_end:
-                hook(fake)
+            for callback in fake.callbacks:
+                callback.on_step_end(fake)

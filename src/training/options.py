@@ -50,6 +50,13 @@ class RunnerOptions:
     gradient_clip_val: float = 0.0  # clip the global gradient norm to this (0 = off)
 
 
+def better(value: float, best: float | None, mode: Mode | str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` (None: nothing yet) by more than `min_delta` in `mode`."""
+    if best is None:
+        return True
+    return value > best + min_delta if mode == Mode.max else value < best - min_delta
+
+
 def epoch_length(batches: int, limit: int) -> int:
     """Batches a training epoch takes: all of them, or `limit` when it is set (>= 0)."""
     return batches if limit < 0 else min(limit, batches)

@@ -4,6 +4,7 @@
     state                                    progress counters and clocks (TrainState)
     window, window_losses                    the metric window since the last logging step
     rng                                      every generator a step may draw from
+    callbacks                                each callback's state by name (EMA, early stopping)
     + checkpoint_extra                       e.g. the resolved config and the data's facts
 
 Restoring all of it is what makes a resumed run continue bit for bit.
@@ -11,13 +12,19 @@ Restoring all of it is what makes a resumed run continue bit for bit.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from src.training.checkpoint import load_model_weights
+from src.training.callbacks import Callback
+from src.training.checkpoint import evaluation_state, load_checkpoint, load_model_weights
+from src.training.precision import MixedPrecision
 from src.training.state import TrainState, capture_rng, restore_rng
+
+log = logging.getLogger(__name__)
 
 
 class TrainingParts(Protocol):
@@ -26,10 +33,11 @@ class TrainingParts(Protocol):
     plain_model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    scaler: torch.amp.GradScaler
+    precision: MixedPrecision
     state: TrainState
     window: Any  # the task's metrics object (state_dict / load_state_dict)
     window_losses: list[torch.Tensor]
+    callbacks: list[Callback]
     checkpoint_extra: dict[str, Any]
 
 
@@ -38,11 +46,12 @@ def capture(parts: TrainingParts) -> dict[str, Any]:
         "model": parts.plain_model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
-        "scaler": parts.scaler.state_dict(),
+        "scaler": parts.precision.state_dict(),
         "state": parts.state.state_dict(),
         "window": parts.window.state_dict(),
         "window_losses": [loss.cpu() for loss in parts.window_losses],
         "rng": capture_rng(),
+        "callbacks": {c.name: c.state_dict() for c in parts.callbacks if c.name},
         **parts.checkpoint_extra,
     }
 
@@ -52,8 +61,19 @@ def restore(parts: TrainingParts, payload: dict[str, Any], source: str) -> None:
     parts.optimizer.load_state_dict(payload["optimizer"])
     if parts.scheduler is not None and payload["scheduler"] is not None:
         parts.scheduler.load_state_dict(payload["scheduler"])
-    parts.scaler.load_state_dict(payload["scaler"])
+    parts.precision.load_state_dict(payload["scaler"])
     parts.state.load_state_dict(payload["state"])
     parts.window.load_state_dict(payload["window"])
     parts.window_losses = list(payload["window_losses"])
     restore_rng(payload["rng"])
+    saved = payload.get("callbacks", {})
+    for callback in parts.callbacks:
+        if callback.name in saved:
+            callback.load_state_dict(saved[callback.name])
+        elif callback.name:
+            log.warning("%s has no %s state: it starts afresh", source, callback.name)
+
+
+def load_evaluation_weights(model: nn.Module, path: Path, device: torch.device) -> None:
+    """Load a checkpoint's evaluation weights (the EMA average when the run kept one)."""
+    load_model_weights(model, evaluation_state(load_checkpoint(path, device)), path)

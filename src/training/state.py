@@ -22,7 +22,8 @@ class TrainState:
     best_step: int = -1  # step at which best_metric was reached
     train_time_s: float = 0.0  # time spent in fit(), summed over resumed segments
     wall_time_s: float = 0.0  # process time up to the last checkpoint, summed over segments
-    finished: bool = False  # fit() ran to its end (max_epochs or max_steps)
+    finished: bool = False  # fit() ran to its end (max_epochs, max_steps or a stop reason)
+    stop_reason: str = ""  # why training ended before max_epochs/max_steps ("" = it did not)
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)

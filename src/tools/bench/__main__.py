@@ -10,7 +10,8 @@
    when `lightning` is installed (`pip install -e ".[bench]"`);
 3. data throughput: torchvision's MNIST through a DataLoader with per-sample transforms vs the
    in-memory loader;
-4. end to end: wall time and test accuracy of the default `python -m src.main` job.
+4. end to end: wall time and test accuracy of the default `python -m src.main` job;
+5. the cost of keeping an exponential moving average of the weights (runner.ema.decay).
 Variants are interleaved (A B A B ...) and the median of the repeats is reported, so drifts in
 machine speed hit both sides alike. Prints a table; writes bench.md and bench.csv; always exits 0.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from src.tools.bench.data import data_throughput, end_to_end
-from src.tools.bench.loops import Row, compare_loops
+from src.tools.bench.loops import Row, compare_ema, compare_loops
 
 COLUMNS = ["benchmark", "baseline", "measured", "ratio", "overhead"]
 
@@ -60,6 +61,7 @@ def main() -> None:
     for name, (steps, pairs, triplets) in plan.items():
         rows += compare_loops(name, steps, pairs, triplets)
         print(f"done: {name} ({steps} steps per repeat)", flush=True)
+    rows += compare_ema("cnn", 40, 5 if args.quick else 31)
     rows += data_throughput(10000 if args.quick else 30000, repeats)
     rows += end_to_end(1 if args.quick else 3, ["runner.max_epochs=1"] if args.quick else [])
     print(write_table(rows, Path(args.out)))

@@ -26,7 +26,9 @@ from src.reporting.progress import Progress
 from src.runner import Runner
 from src.task.classification import Classification
 from src.tools.bench.lightning import lightning_seconds_per_step
+from src.training.callbacks import Callback, OnStepEnd
 from src.training.checkpoint import Checkpointer
+from src.training.ema import EMA
 from src.training.options import RunnerOptions
 
 Row = dict[str, str]
@@ -87,12 +89,18 @@ def hand_written(name: str, loader: InMemoryLoader) -> float:
     return clock.per_step
 
 
-def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> tuple[float, float]:
+def with_runner(
+    name: str, loader: InMemoryLoader, folder: Path, ema_decay: float = 0.0
+) -> tuple[float, float]:
     """One epoch through `Runner.fit` with the features of a default run switched on: bars,
-    device-side metrics, metrics.csv + TensorBoard every 50 steps, the epoch-end checkpoint.
-    Returns seconds per step and the end-of-epoch time (final validation and checkpoint)."""
+    device-side metrics, metrics.csv + TensorBoard every 50 steps, the epoch-end checkpoint
+    (and an EMA of the weights when `ema_decay` > 0). Returns seconds per step and the
+    end-of-epoch time (final validation and checkpoint)."""
     model, optimizer = fresh(name)
     clock = StepClock()
+    callbacks: list[Callback] = [OnStepEnd(lambda r: clock.tick(r.state.step))]
+    if ema_decay > 0:
+        callbacks.insert(0, EMA(model, ema_decay))
     with open(os.devnull, "w") as sink:
         runner = Runner(
             model,
@@ -103,7 +111,7 @@ def with_runner(name: str, loader: InMemoryLoader, folder: Path) -> tuple[float,
             checkpointer=Checkpointer(folder / "checkpoints"),
             logger=MetricLogger(folder),
             progress=Progress("bar", file=sink),
-            on_step_end=[lambda r: clock.tick(r.state.step)],
+            callbacks=callbacks,
         )
         runner.fit(loader, [])
         end_of_epoch = time.perf_counter() - clock.end
@@ -160,6 +168,20 @@ def compare_loops(name: str, steps: int, repeats: int, lightning_repeats: int) -
     )
     rows.append(loop_row(f"{name}: Lightning vs Runner", times["runner"], times["lightning"]))
     return rows
+
+
+def compare_ema(name: str, steps: int, repeats: int) -> list[Row]:
+    """The Runner with an EMA of the weights (decay 0.999) against the Runner without one."""
+    loader = synthetic_loader(steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        with_runner(name, loader, folder / "warm-up", ema_decay=0.999)
+        runs: dict[str, Callable[[int], float]] = {
+            "runner": lambda r: with_runner(name, loader, folder / f"plain{r}")[0],
+            "ema": lambda r: with_runner(name, loader, folder / f"ema{r}", 0.999)[0],
+        }
+        times = interleaved(runs, repeats)
+    return [loop_row(f"{name}: Runner with EMA vs without", times["runner"], times["ema"])]
 
 
 def unavailable(label: str, why: str) -> Row:
