@@ -12,6 +12,11 @@ class UserError(Exception):
     """A mistake the user can fix; its message is the one line they see."""
 
 
+class InvalidValue(UserError, ValueError):
+    """A config value a model or dataset cannot work with (too small, inconsistent): raise this,
+    not a bare ValueError, so the user sees one line instead of a bug's traceback."""
+
+
 def one_line(err: BaseException) -> str:
     """An exception (and its chained cause) as a single readable line: first line, the cause's
     lines, then the rest; repeats dropped."""

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from src.common.errors import InvalidValue
+
 Batch = Any
 Collate = Callable[[torch.Tensor, torch.Tensor], Batch]
 
@@ -44,7 +46,7 @@ class InMemoryLoader:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         if batch_size < 1 or (shuffle and batch_size % world_size):
-            raise ValueError(
+            raise InvalidValue(
                 f"batch_size {batch_size} must be a multiple of world_size {world_size}"
             )
         self.inputs, self.targets = inputs, targets
@@ -98,7 +100,7 @@ def split_train_val(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Carve a fixed random validation set out of the training set."""
     if not 0 <= val_size < len(inputs):
-        raise ValueError(f"val_size {val_size} must be in [0, {len(inputs)})")
+        raise InvalidValue(f"val_size {val_size} must be in [0, {len(inputs)})")
     order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
     val, train = order[:val_size], order[val_size:]
     return (inputs[train], targets[train]), (inputs[val], targets[val])

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+from src.common.errors import InvalidValue
 from src.data.in_memory import InMemoryLoader
 from src.data.loaders import Loaders
 
@@ -47,7 +48,7 @@ def make_sequences(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """n sequences with values uniform in [-1, 1]; label 1 when the first feature sums > 0."""
     if not 1 <= min_len <= max_len:
-        raise ValueError(f"need 1 <= min_len <= max_len (got {min_len}, {max_len})")
+        raise InvalidValue(f"need 1 <= min_len <= max_len (got {min_len}, {max_len})")
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=generator).tolist()
     sequences = [torch.rand(length, features, generator=generator) * 2 - 1 for length in lengths]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.common.errors import InvalidValue
+
 
 class CNN(nn.Module):
     """`len(channels)` conv blocks, each halving the image side, then hidden -> num_classes."""
@@ -21,14 +23,14 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(channels) != len(kernel_sizes):
-            raise ValueError(f"{len(channels)} channels but {len(kernel_sizes)} kernel sizes")
+            raise InvalidValue(f"{len(channels)} channels but {len(kernel_sizes)} kernel sizes")
         blocks: list[nn.Module] = []
         side, width = image_size, in_channels
         for out, k in zip(channels, kernel_sizes):
             blocks += [nn.Conv2d(width, out, k), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             side, width = (side - k + 1) // 2, out  # "valid" conv, then pool halves the side
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for kernels {kernel_sizes}")
+            raise InvalidValue(f"image_size {image_size} is too small for kernels {kernel_sizes}")
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.Flatten(),
