@@ -3,7 +3,9 @@
 Layout inside a run directory:
     checkpoints/last.pt            newest state (every checkpoint_every_n_steps and epoch end)
     checkpoints/best.pt            state at the best monitored value
-    checkpoints/step-000123.pt     the newest `keep_last_k` step checkpoints
+    checkpoints/step-0000123.pt    the newest `keep_last_k` step checkpoints
+A write that fails (a full disk, a quota) leaves the previous files as they were and stops the
+run with one line naming the file and the free space.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from typing import Any
 import torch
 
 from src.common.errors import UserError, first_line
-from src.common.files import atomic_save
+from src.common.files import atomic_save, temporary_name
 
 FORMAT_VERSION = 1
 
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, truncated, corrupt or does not fit the model."""
+
+
+class CheckpointWriteError(UserError, OSError):
+    """A checkpoint could not be written (disk full, quota, I/O error); the older one is intact."""
 
 
 class Checkpointer:
@@ -45,6 +51,9 @@ class Checkpointer:
         self.enabled = enabled  # False on DDP ranks other than 0, and in debug runs
         self._writer = ThreadPoolExecutor(max_workers=1)
         self._pending: list[Future[None]] = []
+        if enabled:  # this process owns the run (its directory is locked): nobody else writes
+            for stale in self.directory.glob(".*.tmp"):  # left by a kill -9 mid-write
+                stale.unlink(missing_ok=True)
 
     @property
     def last(self) -> Path:
@@ -75,13 +84,38 @@ class Checkpointer:
             future.result()
 
     def _write(self, payload: dict[str, Any], step: int, is_best: bool) -> None:
-        save_checkpoint(self.last, payload)
-        if is_best:
-            _link_or_copy(self.last, self.best)
-        if self.keep_last_k > 0:
-            _link_or_copy(self.last, self.directory / f"step-{step:07d}.pt")
-            for old in sorted(self.directory.glob("step-*.pt"))[: -self.keep_last_k]:
-                old.unlink(missing_ok=True)
+        target = self.last
+        try:
+            save_checkpoint(target, payload)
+            if is_best:
+                _link_or_copy(self.last, target := self.best)
+            if self.keep_last_k > 0:
+                _link_or_copy(self.last, target := self.directory / f"step-{step:07d}.pt")
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+            raise CheckpointWriteError(_write_failure(target, err)) from err
+        steps = sorted(self.directory.glob("step-*.pt"), key=_step_number)
+        for old in steps[: -self.keep_last_k] if self.keep_last_k > 0 else []:
+            old.unlink(missing_ok=True)
+
+
+def _step_number(path: Path) -> int:
+    """step-0000123.pt -> 123 (names outgrow their zero padding after 9,999,999 steps)."""
+    digits = path.stem.partition("-")[2]
+    return int(digits) if digits.isdigit() else -1
+
+
+def _write_failure(path: Path, err: BaseException) -> str:
+    free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} yet"
+    return f"could not write {path} ({first_line(err)}); {_size(free)} free there; {kept}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def _copy_tensors(value: Any) -> Any:
@@ -97,13 +131,16 @@ def _copy_tensors(value: Any) -> Any:
 
 def _link_or_copy(source: Path, target: Path) -> None:
     """Atomically make `target` hold the same bytes as `source` (a hard link: no second write)."""
-    temp = target.with_name(f".{target.name}.link")
-    temp.unlink(missing_ok=True)
+    temp = temporary_name(target)
     try:
-        os.link(source, temp)
-    except OSError:
-        shutil.copyfile(source, temp)
-    os.replace(temp, target)
+        try:
+            os.link(source, temp)
+        except OSError:
+            shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def evaluation_state(payload: dict[str, Any]) -> dict[str, Any]:
