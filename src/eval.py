@@ -3,10 +3,14 @@
     python -m src.eval ckpt=outputs/<date>/<time>/checkpoints/best.pt
     python -m src.eval run=outputs/<date>/<time>            # that run's best.pt
     python -m src.eval run=... device=cpu data.root=/elsewhere  # optional overrides
+    python -m src.eval ckpt=... out=<file.json>             # results elsewhere
 
 The model, the task and the data are rebuilt from the resolved config stored inside the
-checkpoint, so the original command line is not needed. The task's metrics go to
-`<run dir>/eval/results.json`.
+checkpoint, so the original command line is not needed. A checkpoint may come from someone
+else: its config may only name the project's own classes (src/config/trust.py), and the data is
+never downloaded into the folder it names unless `data.download=true` is given here. The task's
+metrics go to `<run dir>/eval/<checkpoint name>/results.json` (best, last, step-0000123, ...),
+or to `<name>.eval.json` beside a checkpoint that lies outside a run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import nn
 from src import build
 from src.common.args import key_values
 from src.common.files import atomic_write_json
+from src.config.trust import check_untrusted_config
 from src.launch.cli import run_script
 from src.launch.distributed import World, resolve_device
 from src.reporting.results import final_line
@@ -33,10 +38,11 @@ from src.training.checkpoint import (
     evaluation_state,
     load_checkpoint,
     load_model_weights,
+    run_dir_of,
 )
 
 log = logging.getLogger(__name__)
-USAGE = "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [key=value ...]"
+USAGE = "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [out=<file.json>] [key=value ...]"
 
 
 @dataclass
@@ -54,8 +60,9 @@ class Trained:
         return dict(self.payload.get("data_info") or {})
 
 
-def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
-    """`ckpt=` or `run=` picks the checkpoint; other key=value pairs override its config."""
+def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
+    """`ckpt=` or `run=` picks the checkpoint, `out=` the results file; other key=value pairs
+    override its config."""
     pairs, unknown = key_values(argv)
     if unknown or ("ckpt" in pairs) == ("run" in pairs):
         raise CheckpointError(USAGE)
@@ -63,7 +70,16 @@ def parse_args(argv: list[str]) -> tuple[Path, list[str]]:
         path = Path(pairs.pop("ckpt"))
     else:
         path = Path(pairs.pop("run")) / "checkpoints" / "best.pt"
-    return path, [f"{k}={v}" for k, v in pairs.items()]
+    out = Path(pairs.pop("out")) if "out" in pairs else None
+    return path, out, [f"{k}={v}" for k, v in pairs.items()]
+
+
+def results_path(checkpoint: Path) -> Path:
+    """One results file per checkpoint, inside its run (or beside a loose checkpoint)."""
+    run = run_dir_of(checkpoint)
+    if run is not None:
+        return run / "eval" / checkpoint.stem / "results.json"
+    return checkpoint.resolve().parent / f"{checkpoint.stem}.eval.json"
 
 
 def load_trained(path: Path, overrides: list[str]) -> Trained:
@@ -71,8 +87,13 @@ def load_trained(path: Path, overrides: list[str]) -> Trained:
     payload = load_checkpoint(path)
     if "config" not in payload:
         raise CheckpointError(f"{path} holds no config to rebuild the model from")
-    # A single pass is not worth a compile; any override given here still wins.
-    given = OmegaConf.from_dotlist(["runner.compile=false", *overrides])
+    check_untrusted_config(payload["config"], str(path))  # nothing the project did not ship
+    # A single pass is not worth a compile, and a file never makes us download into a folder
+    # it names; any override given here still wins.
+    safe = ["runner.compile=false"]
+    if "download" in (payload["config"].get("data") or {}):
+        safe.append("data.download=false")
+    given = OmegaConf.from_dotlist([*safe, *overrides])
     cfg: DictConfig = OmegaConf.merge(payload["config"], given)  # type: ignore[assignment]
     device = resolve_device(cfg.device, World())
     model = build.build_model(cfg, device)
@@ -92,9 +113,9 @@ def evaluate_checkpoint(path: Path, overrides: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    path, overrides = parse_args(argv)
+    path, out, overrides = parse_args(argv)
     results = evaluate_checkpoint(path, overrides)
-    out = path.resolve().parent.parent / "eval" / "results.json"
+    out = out or results_path(path)
     atomic_write_json(out, results)
     print(f"{final_line(results)}  -> {out}")
     return results

@@ -7,15 +7,17 @@ The model and the task are rebuilt from the config stored in the checkpoint (as 
 does); what a prediction is belongs to the task (a class and its probability for
 classification), and what an input looks like belongs to the data the model was trained on,
 recorded in the checkpoint (`data_info`: channels, image size, mean and std for images). Any
-image PIL reads (PNG, JPEG, ...; any size, colour or not) is converted to that input. Files that
-are not images are skipped with one line each. The CSV goes to `<run dir>/predictions.csv`
-unless `out=` says otherwise.
+image PIL reads (PNG, JPEG, ...; any size, colour or not, 8 or 16 bits) is converted to that
+input. Images may come from anywhere: files that are not images, are broken, or have more than
+`predict.max_pixels` pixels (a decompression bomb) are skipped with one line each, unread. The
+CSV goes to `<run dir>/predictions.csv` unless `out=` says otherwise.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +27,28 @@ from PIL import Image, UnidentifiedImageError
 
 from src.common.args import key_values
 from src.common.files import atomic_open
+from src.config.schema import PredictConfig
 from src.eval import Trained, load_trained
 from src.launch.cli import run_script
 from src.training.checkpoint import CheckpointError, run_dir_of
 
-USAGE = "usage: python -m src.predict ckpt=<file.pt> input=<image or folder> [out=<file.csv>]"
+USAGE = (
+    "usage: python -m src.predict ckpt=<file.pt> input=<image or folder> [out=<file.csv>] "
+    "[predict.max_pixels=N]"
+)
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # grey modes PIL's "L" would clip at 255
 
 
-def parse_args(argv: list[str]) -> tuple[Path, Path, Path | None, list[str]]:
+def parse_args(argv: list[str]) -> tuple[Path, Path, Path | None, int, list[str]]:
     pairs, unknown = key_values(argv)
     if unknown or not {"ckpt", "input"} <= set(pairs):
         raise CheckpointError(USAGE)
     out = Path(pairs.pop("out")) if "out" in pairs else None
     ckpt, source = Path(pairs.pop("ckpt")), Path(pairs.pop("input"))
-    return ckpt, source, out, [f"{k}={v}" for k, v in pairs.items()]
+    cap = pairs.pop("predict.max_pixels", str(PredictConfig.max_pixels))
+    if not cap.isdigit() or int(cap) < 1:
+        raise CheckpointError(f"predict.max_pixels must be a positive integer (got {cap})")
+    return ckpt, source, out, int(cap), [f"{k}={v}" for k, v in pairs.items()]
 
 
 def input_files(source: Path) -> list[Path]:
@@ -52,37 +62,74 @@ def input_files(source: Path) -> list[Path]:
 class ImageReader:
     """Image files -> the model's input, as the data module made it during training."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
+    def __init__(self, info: dict[str, Any], max_pixels: int = PredictConfig.max_pixels) -> None:
         if "image_size" not in info:
             raise CheckpointError(
                 "this checkpoint's data has no image input (data_info has no image_size): "
                 "predict reads image files"
             )
-        self.side, self.channels = int(info["image_size"]), int(info.get("in_channels", 1))
-        shape = (1, self.channels, 1, 1)
-        self.mean = torch.tensor(info.get("mean", 0.0), dtype=torch.float32).reshape(-1, 1, 1)
-        self.std = torch.tensor(info.get("std", 1.0), dtype=torch.float32).reshape(-1, 1, 1)
-        self.mean, self.std = self.mean.expand(shape[1:]), self.std.expand(shape[1:])
+        try:  # data_info comes from a file: check it before trusting it
+            self.side, self.channels = int(info["image_size"]), int(info.get("in_channels", 1))
+            mean = torch.tensor(info.get("mean", 0.0), dtype=torch.float32).reshape(-1, 1, 1)
+            std = torch.tensor(info.get("std", 1.0), dtype=torch.float32).reshape(-1, 1, 1)
+            shape = (self.channels, 1, 1)
+            self.mean, self.std = mean.expand(shape), std.expand(shape)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"this checkpoint's data_info is not usable: {err}") from err
+        if not (0 < self.side * self.side <= max_pixels and self.channels in (1, 3)):
+            raise CheckpointError(
+                f"this checkpoint's data_info asks for {self.channels} channels of "
+                f"{self.side}x{self.side} pixels: predict reads 1 or 3 channels, at most "
+                f"predict.max_pixels={max_pixels}"
+            )
+        self.max_pixels = max_pixels
+        Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses to even open anything larger
 
     def read(self, path: Path) -> torch.Tensor | None:
-        """(1, C, H, W) float32, or None (after one line saying why) when it is not an image."""
+        """(1, C, H, W) float32, or None (after one line saying why) for a file that is not an
+        image, is broken, or is larger than max_pixels."""
         try:
-            with Image.open(path) as image:
-                converted = image.convert("L" if self.channels == 1 else "RGB")
-        except (UnidentifiedImageError, OSError) as err:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size
+                    if width * height > self.max_pixels:
+                        raise Image.DecompressionBombError(f"{width}x{height}")
+                    pixels = self._pixels(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            print(
+                f"skipped {path}: more than predict.max_pixels={self.max_pixels} pixels "
+                "(a decompression bomb, or raise the cap)"
+            )
+            return None
+        except (UnidentifiedImageError, OSError, ValueError) as err:
             reason = "not an image" if isinstance(err, UnidentifiedImageError) else str(err)
             print(f"skipped {path}: {reason}")
             return None
-        if converted.size != (self.side, self.side):
-            converted = converted.resize((self.side, self.side), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.array(converted, dtype=np.uint8))
-        pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-        return ((pixels.float() / 255.0 - self.mean) / self.std).unsqueeze(0)
+        return ((pixels - self.mean) / self.std).unsqueeze(0)
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
+        """(C, side, side) float32 in [0, 1]; 16-bit grey keeps its full range."""
+        if image.mode in SIXTEEN_BIT:
+            grey = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0, mode="F")
+            values = torch.from_numpy(np.array(self._resized(grey), dtype=np.float32))
+            return values.unsqueeze(0).expand(self.channels, -1, -1)
+        converted = self._resized(image.convert("L" if self.channels == 1 else "RGB"))
+        values = torch.from_numpy(np.array(converted, dtype=np.uint8))  # a writable copy
+        values = values.unsqueeze(0) if values.ndim == 2 else values.permute(2, 0, 1)
+        return values.float() / 255.0
+
+    def _resized(self, image: Image.Image) -> Image.Image:
+        if image.size == (self.side, self.side):
+            return image
+        return image.resize((self.side, self.side), Image.Resampling.BILINEAR)
 
 
 @torch.no_grad()
-def predict(trained: Trained, source: Path) -> list[dict[str, Any]]:
-    reader = ImageReader(trained.data_info)
+def predict(
+    trained: Trained, source: Path, max_pixels: int = PredictConfig.max_pixels
+) -> list[dict[str, Any]]:
+    reader = ImageReader(trained.data_info, max_pixels)
     rows = []
     for path in input_files(source):
         inputs = reader.read(path)
@@ -105,10 +152,10 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str]) -> list[dict[str, Any]]:
-    ckpt, source, out, overrides = parse_args(argv)
+    ckpt, source, out, max_pixels, overrides = parse_args(argv)
     trained = load_trained(ckpt, overrides)
     try:
-        rows = predict(trained, source)
+        rows = predict(trained, source, max_pixels)
     except NotImplementedError as err:  # the task has no prediction to make
         raise CheckpointError(str(err)) from err
     out = out or (run_dir_of(ckpt) or ckpt.resolve().parent) / "predictions.csv"

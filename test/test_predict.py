@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -80,3 +83,37 @@ def test_predict_with_only_non_images_is_one_error_line(
     result = cli(f"ckpt={checkpoint}", f"input={tmp_path}", module="src.predict")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: input={tmp_path}: no readable images"]
+
+
+def png_bomb(path: Path, side: int = 100_000) -> None:
+    """A valid PNG header announcing side x side pixels (10 GB decoded) in a few bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey, no interlace
+    rows = zlib.compress(b"\0" * (side + 1) * 2)  # two rows of zeros; the rest never comes
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_predict_skips_a_decompression_bomb_and_reads_16_bit_grey(
+    cli, checkpoint: Path, tmp_path: Path
+) -> None:
+    images, labels = synthetic_digits(3, seed=2)
+    for i, pixels in enumerate(images):  # the same digits with 16 bits per pixel
+        Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / f"deep{i}.png")
+    Image.fromarray(images[0]).save(tmp_path / "flat0.png")
+    png_bomb(tmp_path / "bomb.png")
+    out = tmp_path / "out.csv"
+    result = cli(f"ckpt={checkpoint}", f"input={tmp_path}", f"out={out}", module="src.predict")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"skipped {tmp_path / 'bomb.png'}: more than predict.max_pixels=" in result.stdout
+    assert "Warning" not in result.stdout + result.stderr  # no PIL or NumPy warnings either
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(out.open())}
+    assert sorted(rows) == ["deep0.png", "deep1.png", "deep2.png", "flat0.png"]
+    assert [int(rows[f"deep{i}.png"]["class"]) for i in range(3)] == labels.tolist()
+    assert float(rows["deep0.png"]["probability"]) == pytest.approx(
+        float(rows["flat0.png"]["probability"]), abs=1e-3
+    )

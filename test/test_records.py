@@ -62,7 +62,7 @@ def test_make_eval_from_a_moved_run_dir_reproduces_the_test_accuracy(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     expected = json.loads((run_dir / "results.json").read_text())
-    got = json.loads((moved / "eval" / "results.json").read_text())
+    got = json.loads((moved / "eval" / "best" / "results.json").read_text())
     assert got["test/acc"] == expected["test/acc"] and got["test/loss"] == expected["test/loss"]
     assert got["test/samples"] == expected["test/samples"] == 200
 

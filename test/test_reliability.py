@@ -143,12 +143,22 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_eval_from_a_checkpoint_reproduces_the_test_accuracy(cli, finished_run: Path) -> None:
+def test_eval_from_a_checkpoint_reproduces_the_test_accuracy(
+    cli, finished_run: Path, tmp_path: Path
+) -> None:
     result = cli(f"ckpt={finished_run / 'checkpoints' / 'best.pt'}", module="src.eval", cwd="/")
     assert result.returncode == 0, result.stderr
     expected = json.loads((finished_run / "results.json").read_text())
-    got = json.loads((finished_run / "eval" / "results.json").read_text())
+    got = json.loads((finished_run / "eval" / "best" / "results.json").read_text())
     assert got["test/acc"] == expected["test/acc"] and got["test/loss"] == expected["test/loss"]
+    # One file per checkpoint: a loose one gets its results beside it, never in ../../eval.
+    loose = tmp_path / "loose" / "last.pt"
+    loose.parent.mkdir()
+    loose.write_bytes((finished_run / "checkpoints" / "last.pt").read_bytes())
+    assert cli(f"ckpt={loose}", module="src.eval").returncode == 0
+    assert json.loads((tmp_path / "loose" / "last.eval.json").read_text())["step"] > 0
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["last.eval.json", "last.pt", "loose"]
+    assert (finished_run / "eval" / "best" / "results.json").is_file()
 
 
 def one_error_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -173,13 +183,11 @@ def test_truncated_checkpoint_is_refused_and_left_alone(
 def test_checkpoint_of_another_model_shape_is_refused(
     cli, data_root: Path, finished_run: Path
 ) -> None:
-    before = digest(finished_run / "checkpoints" / "last.pt")
-    result = cli(
-        *tiny_overrides(data_root, finished_run), "model.hidden=64", f"resume={finished_run}"
-    )
+    before = {p: digest(p) for p in finished_run.rglob("*") if p.is_file()}
+    shape = ["model.hidden=64", "allow_resume_changes=true"]  # past the config check
+    result = cli(*tiny_overrides(data_root, finished_run), *shape, f"resume={finished_run}")
     assert "does not fit this model" in one_error_line(result)
-    assert digest(finished_run / "checkpoints" / "last.pt") == before
-    assert "model.hidden" not in (finished_run / ".hydra" / "overrides.yaml").read_text()
+    assert {p: digest(p) for p in finished_run.rglob("*") if p.is_file()} == before
 
 
 def test_missing_resume_path(cli, tmp_path: Path) -> None:

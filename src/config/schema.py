@@ -180,17 +180,26 @@ class RunnerConfig(RunnerOptions):
 
 
 @dataclass
+class PredictConfig:
+    """`python -m src.predict` (these keys come from its command line, never a checkpoint)."""
+
+    max_pixels: int = 40_000_000  # larger images are skipped unread (decompression bombs)
+
+
+@dataclass
 class Config:
     seed: int = 0  # seeds python, numpy and torch; data order follows from it
     device: DeviceChoice = DeviceChoice.auto  # auto picks cuda, then mps, then cpu
     output_root: str = "outputs"  # run directories go below it (see hydra.run.dir)
     resume: str | None = None  # auto | <checkpoint .pt> | <run directory>; null = fresh run
+    allow_resume_changes: bool = False  # resume even if model/optimizer/data/task differ
     data: Any = MISSING  # a data schema (options differ in their keys)
     model: Any = MISSING  # a model schema
     task: Any = MISSING  # a task schema
     optimizer: Any = MISSING  # an optimizer schema
     scheduler: Any = None  # null = constant learning rate
     runner: RunnerConfig = MISSING  # how the loop runs
+    predict: PredictConfig = field(default_factory=PredictConfig)  # python -m src.predict
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
