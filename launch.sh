@@ -17,12 +17,19 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
 TORCHRUN=${TORCHRUN:-$(dirname "$PY")/torchrun}
 given_stamp=${RUN_STAMP:-}
-export RUN_STAMP=${RUN_STAMP:-$(date +%Y-%m-%d/%H-%M-%S)}
+# The run directory's name: this shell's pid (which python or torchrun inherits through exec)
+# keeps two launches in the same second apart; every rank of the job reads the same value.
+export RUN_STAMP=${RUN_STAMP:-$(date +%Y-%m-%d/%H-%M-%S)-$$}
 # Signals torchrun forwards to every rank (SIGUSR1: SLURM's "time is nearly up" warning). Without
 # SIGUSR1 in the list torchrun dies of it and its ranks never checkpoint. PET_* is torchrun's
 # --signals-to-handle (torch >= 2.8); older versions read TORCHELASTIC_SIGNALS_TO_HANDLE.
 signals=${PET_SIGNALS_TO_HANDLE:-SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1}
 export PET_SIGNALS_TO_HANDLE=$signals TORCHELASTIC_SIGNALS_TO_HANDLE=$signals
+# After forwarding a signal torchrun waits this long for the ranks to write last.pt and exit
+# before it SIGKILLs them (its default, 30 s, is shorter than a large checkpoint can take).
+# SLURM's warning comes 90 s before the limit (--signal=USR1@90): 80 s still ends in time.
+shutdown=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-80}
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$shutdown
 
 nproc="" nnodes=1 node_rank="" master_addr="" master_port=29500 rdzv_endpoint=""
 slurm=0 dry_run=0
@@ -73,6 +80,7 @@ set -euo pipefail
 cd $(printf '%q' "$PWD")
 export OMP_NUM_THREADS=\${OMP_NUM_THREADS:-$((threads > 0 ? threads : 1))}
 export PET_SIGNALS_TO_HANDLE=$signals TORCHELASTIC_SIGNALS_TO_HANDLE=$signals
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$shutdown
 head_node=\$(scontrol show hostnames "\$SLURM_JOB_NODELIST" | head -n 1)
 srun --kill-on-bad-exit=1 $(printf '%q' "$TORCHRUN") \\
   --nnodes "\$SLURM_NNODES" --nproc_per_node $gpus \\

@@ -9,6 +9,7 @@
             every checkpoint_every_n_steps: write last.pt
             stop early on max_steps or a stop signal (after writing last.pt)
         validate -> log, best.pt when the monitored metric improves, last.pt
+            (a stop signal mid-validation: last.pt as before validation, then stop)
     test (separately, `Runner.test`) with the best or the last weights
 
 Callbacks (src/training/callbacks.py) join at fixed points: after each optimizer step, after
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from src.launch.distributed import World, any_rank, barrier
-from src.launch.signals import StopRequest, StopTraining
+from src.launch.signals import EvaluationStopped, StopRequest, StopTraining
 from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress, Throughput
 from src.task.base import Task
@@ -87,14 +88,13 @@ class Runner:
         try:
             while not self._done():
                 self._train_epoch(train_loader)
-                if self._should_stop():
-                    self._save_checkpoint()
-                    self.checkpointer.wait()
-                    saved = self.checkpointer.last if self.checkpointer.enabled else "nowhere"
-                    message = f"stopped by signal {self.stop.signum} at step {state.step}"
-                    raise StopTraining(f"{message}; saved {saved}", self.stop.exit_code)
+                if self.stop.agreed(self.world, self.device):
+                    self._stop()
                 self._log_train()
-                self._end_of_epoch(val_loader, self._epoch_length(train_loader))
+                try:
+                    self._end_of_epoch(val_loader, self._epoch_length(train_loader))
+                except EvaluationStopped:  # the counters still say "before validation"
+                    self._stop(" before validation (a resume validates again)")
         finally:
             self.progress.close()
             self.checkpointer.wait()  # also on the way out of an error: what was saved is on disk
@@ -125,7 +125,7 @@ class Runner:
             every = options.checkpoint_every_n_steps
             if every > 0 and state.step % every == 0:
                 self._save_checkpoint()
-            if self._should_stop() or self._reached_max_steps():
+            if self.stop.agreed(self.world, self.device) or self._reached_max_steps():
                 return
 
     def _train_batch(self, batch: Any, last: bool = False) -> bool:
@@ -212,10 +212,13 @@ class Runner:
         self, loader: Any, split: str, limit: int = -1, callback_weights: bool = True
     ) -> dict[str, float]:
         """The task's metrics over the loader as `<split>/<name>`, each sample counted once
-        across ranks; with the callbacks' evaluation weights (EMA) unless told otherwise."""
+        across ranks; with the callbacks' evaluation weights (EMA) unless told otherwise. A stop
+        signal ends it early (EvaluationStopped)."""
         was_training = self.local_model.training
         self.local_model.eval()
         meter = self.task.metrics()
+        batches = epoch_length(len(loader), limit)
+        polls = self.stop.evaluation_polls(batches, self.world, self.device)
         weights = ExitStack()
         for callback in self.callbacks if callback_weights else []:
             weights.enter_context(callback.evaluation_weights(self))
@@ -223,6 +226,9 @@ class Runner:
             for i, batch in enumerate(loader):
                 if 0 <= limit <= i:
                     break
+                if i in polls and self.stop.agreed(self.world, self.device):
+                    self.local_model.train(was_training)
+                    raise self.stop.during(split)
                 batch = self.task.to_device(batch, self.device)
                 with self.precision.autocast():
                     loss, outputs = self.task.loss(self.local_model, batch)
@@ -235,11 +241,15 @@ class Runner:
         self.checkpointer.wait()
         best = self.checkpointer.best
         barrier(self.world)  # rank 0 has finished writing best.pt before any rank reads it
-        limit = self.options.limit_test_batches
+        limit, own_weights = self.options.limit_test_batches, True
         if self.options.test_ckpt == TestWeights.best and best.is_file():
             snapshot.load_evaluation_weights(self.plain_model, best, self.device)
-            return self.evaluate(loader, "test", limit, callback_weights=False)
-        return self.evaluate(loader, "test", limit)
+            own_weights = False
+        try:
+            return self.evaluate(loader, "test", limit, callback_weights=own_weights)
+        except EvaluationStopped as stopped:  # training had finished: last.pt holds it all
+            message = f"{stopped}; training had finished: resume the run to test again"
+            raise StopTraining(message, stopped.exit_code) from None
 
     # ---------------------------------------------------------------------------- checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -281,11 +291,10 @@ class Runner:
             or bool(state.stop_reason)
         )
 
-    def _should_stop(self) -> bool:
-        """Under DDP every rank must stop at the same step, so the flag is summed over ranks."""
-        if not self.world.is_distributed:
-            return self.stop.requested
-        flag = torch.tensor(self.stop.requested, device=self.device)
-        if any_rank(flag, self.world) and not self.stop.requested:
-            self.stop.request_like_sigterm()  # another rank was signalled
-        return self.stop.requested
+    def _stop(self, when: str = "") -> None:
+        """Write last.pt and end the run with 128 + the signal number."""
+        self._save_checkpoint()
+        self.checkpointer.wait()
+        saved = self.checkpointer.last if self.checkpointer.enabled else "nowhere"
+        message = f"stopped by signal {self.stop.signum} at step {self.state.step}{when}"
+        raise StopTraining(f"{message}; saved {saved}", self.stop.exit_code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -69,12 +70,22 @@ def test_range_problems_are_reported_together() -> None:
         ("optimizer.lr=-0.1", "optimizer.lr must be > 0.0"),
         ("data.batch_size=0", "data.batch_size must be >= 1"),
         ("device=tpu", "Invalid value 'tpu', expected one of [auto, cpu, cuda, mps]"),
+        ("optimizer.lr=nan", "optimizer.lr must be a number (got nan)"),
+        ("runner.monitor=val/foo", "runner.monitor=val/foo is not a metric of Classification"),
+        pytest.param(
+            "device=cuda",
+            "device=cuda but no CUDA device is available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+        ),
     ],
 )
-def test_invalid_override_exits_with_one_readable_line(cli, override: str, expected: str) -> None:
-    result = cli(override, "hydra.run.dir=/tmp/never-used-run-dir")
+def test_invalid_override_exits_with_one_readable_line(
+    cli, override: str, expected: str, tmp_path: Path
+) -> None:
+    result = cli(override, f"hydra.run.dir={tmp_path / 'run'}", "runner.max_steps=1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and expected in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "run").exists()  # a failed start leaves no run directory

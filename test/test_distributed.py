@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,7 @@ def test_two_rank_run_writes_one_set_of_files(runs: dict[str, Path]) -> None:
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["ddp", "dump", "resumed", "single"]
     expected = {".hydra", "checkpoints", "curves.png", "main.log", "metrics.csv", "results.json"}
     expected |= {"environment.json", "git.txt", "git.diff", "requirements.txt"}  # run records
+    expected |= {".lock"}  # held by rank 0 while the run lives (src/launch/run_dir.py)
     names = {p.name for p in run_dir.iterdir()}
     events = {n for n in names if n.startswith("events.out.tfevents.")}
     assert len(events) == 1  # one TensorBoard writer: rank 0's
@@ -163,6 +166,49 @@ def test_other_ranks_do_not_write_hydra_files(monkeypatch: pytest.MonkeyPatch) -
     assert quiet == [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled"]
     own = ["main", "hydra/job_logging=stdout"]
     assert quiet_other_ranks(own) == [*own, "hydra.output_subdir=null"]
+    resumed = ["main", "resume=x", "hydra.output_subdir=.hydra/resume-20260101-000000-000001"]
+    quiet = quiet_other_ranks(resumed)  # resume_argv's own record: rank 0's alone
+    assert quiet == [*resumed[:2], "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+
+
+def test_sigusr1_in_ddp_validation_requeues_and_the_resumed_run_equals_the_uninterrupted(
+    runs: dict[str, Path], data_root: Path, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    run_dir = tmp_path / "preempted"  # as runs["ddp"]; 30 validation batches of 50 ms per rank
+    args = overrides(data_root, run_dir, "data.eval_batch_size=2")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "EVAL_DELAY_S": "0.05"}
+    env |= {"PATH": f"{fake.parent}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+    env |= {"PYTHONPATH": os.pathsep.join([str(REPO / "test"), str(REPO)])}
+    env |= {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGUSR1"}  # as launch.sh sets
+    env |= {"PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGUSR1"}
+    env.pop("RUN_STAMP", None)
+    command = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "ddp_probe", *args]
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, stderr=subprocess.STDOUT
+    )
+    metrics = run_dir / "metrics.csv"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and "\n12,0,train," in metrics.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "no step 12"
+        time.sleep(0.01)
+    time.sleep(0.3)  # inside the 1.5 s validation of epoch 0
+    proc.send_signal(signal.SIGUSR1)  # torchrun forwards it to both ranks, as under SLURM
+    output = proc.communicate(timeout=240)[0]
+    assert calls.read_text().splitlines() == ["requeue 4242"], output[-3000:]
+    assert "stopped by signal 10 at step 12 before validation" in output
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (0, 12, 12)
+    assert not [r for r in read_metrics(metrics) if r["split"] == "val"]
+    resume = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "src.main"]
+    launch([*resume, f"resume={run_dir}"])
+    assert_same(model_of(run_dir), model_of(runs["ddp"]))  # bit for bit
+    rows = read_metrics(metrics)
+    assert [r["step"] for r in rows if r["split"] == "val"] == ["12", "15"]
 
 
 def test_slurm_dry_run_prints_a_valid_requeueing_sbatch_script(tmp_path: Path) -> None:
@@ -185,6 +231,7 @@ def test_slurm_dry_run_prints_a_valid_requeueing_sbatch_script(tmp_path: Path) -
         "#SBATCH --account=proj",
         "#SBATCH --signal=USR1@90",
         "#SBATCH --requeue",
+        "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=80",  # torchrun's grace above a save's time
     ):
         assert line in lines, line
     assert "PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 " in done.stdout

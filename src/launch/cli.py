@@ -1,8 +1,10 @@
 """The command-line shell around the entry points: user mistakes become one line.
 
 Exit codes: 0 success; 1 a bug (full traceback); 2 bad input (config, data, checkpoint, output
-folder) with one `error: ...` line; 3 non-finite loss; 128 + N stopped by signal N after writing
-last.pt (130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1). Set HYDRA_FULL_ERROR=1 to see tracebacks.
+folder, a full disk) with one `error: ...` line; 3 non-finite loss; 4 a sweep in which some
+trial did not complete (summary.md lists them); 128 + N stopped by signal N (130 Ctrl-C, 143
+SIGTERM, 138 SIGUSR1), after writing last.pt once training has begun. Set HYDRA_FULL_ERROR=1 to
+see the traceback of a user error too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from src.common.args import split_override
 from src.common.errors import UserError, one_line
 from src.launch.distributed import world_from_env
-from src.launch.signals import StopTraining
+from src.launch.signals import Interrupted, StopTraining
 from src.launch.slurm import requeue_if_preempted
 
 _TRACEBACKS = "DL_TEMPLATE_TRACEBACKS"  # what HYDRA_FULL_ERROR was before we set it
@@ -30,11 +32,12 @@ USER_ERRORS = (
     OmegaConfBaseException,  # unknown keys, wrong types
     OSError,  # output folder not writable, disk full
 )
+SWEEP_INCOMPLETE = 4  # exit code of a sweep in which some trial failed or was stopped
 
 
 def exit_with(err: BaseException) -> NoReturn:
     """Print one line for a user error (or a stopped run) and exit with its code."""
-    if isinstance(err, StopTraining):
+    if isinstance(err, (StopTraining, Interrupted)):
         logging.getLogger("src.main").error("%s", err)
         print(err, file=sys.stderr)
         sys.exit(err.exit_code)
@@ -47,9 +50,10 @@ def quiet_other_ranks(argv: list[str]) -> list[str]:
     `.hydra/` and `main.log`, so the other ranks get no output subdir and error-only logging."""
     if int(os.environ.get("RANK", "0")) == 0:
         return argv
-    extra = ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     given = {split_override(a)[0] for a in argv[1:]}
-    return [*argv, *(e for e in extra if split_override(e)[0] not in given)]
+    kept = [a for a in argv[1:] if split_override(a)[0] != "hydra.output_subdir"]  # resume's too
+    logging_off = [] if "hydra/job_logging" in given else ["hydra/job_logging=disabled"]
+    return [argv[0], *kept, "hydra.output_subdir=null", *logging_off]
 
 
 @contextmanager
@@ -58,7 +62,7 @@ def one_line_errors() -> Iterator[None]:
     before Hydra would print its own report of the exception."""
     try:
         yield
-    except StopTraining as err:
+    except (StopTraining, Interrupted) as err:
         requeue_if_preempted(err.exit_code, world_from_env())
         exit_with(err)
     except USER_ERRORS as err:
@@ -83,3 +87,6 @@ def run_script(entry: Callable[[list[str]], Any], level: int = logging.INFO) -> 
         entry(sys.argv[1:])
     except USER_ERRORS as err:
         exit_with(err)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -14,6 +14,12 @@ from enum import Enum
 import torch
 import torch.distributed as dist
 
+from src.common.errors import UserError
+
+
+class DeviceError(UserError, ValueError):
+    """The device asked for is not available on this machine."""
+
 
 class DeviceChoice(str, Enum):
     auto = "auto"  # cuda, then mps, then cpu
@@ -66,6 +72,15 @@ def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_min(value: int, world: World, device: torch.device) -> int:
+    """The smallest of every rank's `value` (the value itself for one process)."""
+    if not world.is_distributed:
+        return value
+    tensor = torch.tensor([value], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def any_rank(flag: torch.Tensor, world: World) -> bool:
     """True on every rank when `flag` is true on any rank, so that all ranks take one branch."""
     return bool(all_reduce_sum(flag.float().reshape(1), world).item() > 0)
@@ -88,12 +103,12 @@ def resolve_device(name: str, world: World) -> torch.device:
             name = "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device=cuda but no CUDA device is available")
+            raise DeviceError("device=cuda but no CUDA device is available (use device=auto)")
         torch.cuda.set_device(world.local_rank)
         torch.backends.cudnn.benchmark = True  # input shapes are static: pick kernels once
         return torch.device("cuda", world.local_rank)
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device=mps but MPS is not available")
+        raise DeviceError("device=mps but MPS is not available (use device=auto)")
     return torch.device(name)
 
 

@@ -2,7 +2,9 @@
 
 Each torchrun rank composes its own config, so a plain `${now:...}` could name different
 folders on different ranks. Precedence: $RUN_STAMP (launch.sh sets it for every mode), then the
-torchrun job id with the date, then the current time; the result is fixed for the process.
+torchrun job id with the date, then the current time with the process id; the result is fixed
+for the process. The process id makes two launches in the same second differ on one host (the
+run directory's lock, src/launch/run_dir.py, refuses whatever still collides).
 A multirun hands its stamp on to the worker processes a launcher starts (`ShareRunStamp`), so
 that parallel trials (hydra/launcher=joblib) all land in the same sweep folder.
 """
@@ -26,7 +28,7 @@ def run_stamp() -> str:
     job = os.environ.get("TORCHELASTIC_RUN_ID")
     if job and job != "none":
         return f"{now:%Y-%m-%d}/torchrun-{job[:12]}"
-    return f"{now:%Y-%m-%d}/{now:%H-%M-%S}-{now.microsecond // 1000:03d}"
+    return f"{now:%Y-%m-%d}/{now:%H-%M-%S}-{os.getpid()}"
 
 
 def register_run_stamp() -> None:
