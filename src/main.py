@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from src.launch.distributed import (
     shutdown_distributed,
     world_from_env,
 )
+from src.launch.run_dir import UndoFailedStart
 from src.launch.run_stamp import register_run_stamp
 from src.launch.signals import StopRequest
 from src.reporting.logger import MetricLogger
@@ -45,10 +47,18 @@ from src.task.base import Task
 from src.training import debug
 from src.training.checkpoint import Checkpointer, load_checkpoint
 from src.training.options import RunnerOptions
-from src.training.resume import locate_checkpoint, resume_argv
+from src.training.resume import (
+    ResumePlan,
+    load_optimizer_moments,
+    locate_checkpoint,
+    plan_resume,
+    resume_argv,
+    schedule_of,
+)
 from src.training.state import TrainState, seed_everything
 
 log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
 register_configs()
 register_run_stamp()
 
@@ -58,42 +68,73 @@ def train(
     run_dir: Path,
     records_dir: Path | None = None,
     tags: dict[str, Any] | None = None,
+    on_training: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Build everything from the config, fit, test; return the results written to results.json.
 
-    `tags` are stored in results.json as they are (a sweep trial's identity, see src/sweep).
+    Signals are handled for the whole run (docs/reliability.md): until training begins there is
+    nothing to save and a signal stops at once; from `on_training()` on, the loop finishes its
+    step (or evaluation batch), writes last.pt and stops. `tags` are stored in results.json as
+    they are (a sweep trial's identity, see src/sweep).
     """
     started = time.perf_counter()
-    check_config(cfg)
-    task = build.build_task(cfg)  # checks runner.monitor against the task's metric names
-    world = world_from_env()
-    device = resolve_device(cfg.device, world)
-    records = RecordWriter(records_dir or run_dir, device, enabled=world.is_main)
-    init_distributed(world, device)
-    seed_everything(cfg.seed)
-    data = build.build_loaders(cfg, device, world)
-    build.fill_from_data(cfg, data.info)
-    if cfg.runner.overfit_batches > 0:
-        data.train = debug.RepeatBatches(data.train, cfg.runner.overfit_batches)
-    runner = build_runner(cfg, task, data, run_dir, world, device, started)
-    try:
-        resume_from(cfg, runner, run_dir)
-        profiling = (
-            debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
-        )
-        with StopRequest() as runner.stop, profiling, debug.anomaly(cfg.runner.detect_anomaly):
-            runner.fit(data.train, data.val)
-        results = overfit_report(runner, data.train) if cfg.runner.overfit_batches > 0 else {}
-        results |= runner.test(data.test)
-        results |= run_summary(runner, cfg, data.train) | (tags or {})
-        runner.logger.log_hparams(hparams(cfg), final_metrics(results), runner.state.step)
-    finally:
-        runner.logger.close()  # waits for TensorBoard's thread to write what is queued
-    if world.is_main:
-        records.join()
-        write_results(run_dir, results)
+    with StopRequest(immediate=True) as stop:
+        check_config(cfg)
+        build.check_compile(cfg)
+        task = build.build_task(cfg)  # checks runner.monitor against the task's metric names
+        world = world_from_env()
+        device = resolve_device(cfg.device, world)
+        records = RecordWriter(records_dir or run_dir, device, enabled=world.is_main)
+        try:
+            runner, data = set_up(cfg, task, run_dir, world, device, started)
+        except BaseException:
+            records.join()  # a failed start is undone by the caller once the records are written
+            raise
+        runner.stop = stop
+        stop.defer()
+        on_training()
+        try:
+            profiling = (
+                debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
+            )
+            with profiling, debug.anomaly(cfg.runner.detect_anomaly):
+                runner.fit(data.train, data.val)
+            results = overfit_report(runner, data.train) if cfg.runner.overfit_batches > 0 else {}
+            results |= runner.test(data.test)
+            results |= run_summary(runner, cfg, data.train) | (tags or {})
+            runner.logger.log_hparams(hparams(cfg), final_metrics(results), runner.state.step)
+        finally:
+            runner.logger.close()  # waits for TensorBoard's thread to write what is queued
+        if world.is_main:
+            records.join()
+            write_results(run_dir, results)
     barrier(world)  # leave together: a rank closing its sockets early can abort a busy peer
     return results
+
+
+def set_up(
+    cfg: DictConfig,
+    task: Task,
+    run_dir: Path,
+    world: World,
+    device: torch.device,
+    started: float,
+) -> tuple[Runner, Loaders]:
+    """Everything before training: ranks, data, the checkpoint to resume, the runner."""
+    init_distributed(world, device)
+    seed_everything(cfg.seed)
+    plan = resume_plan(cfg, run_dir, device)  # a changed run is refused before data preparation
+    data = build.build_loaders(cfg, device, world)
+    build.fill_from_data(cfg, data.info)
+    if plan is not None:
+        plan.check_data(data.info)
+    if cfg.runner.overfit_batches > 0:
+        data.train = debug.RepeatBatches(data.train, cfg.runner.overfit_batches)
+    total_steps = build.check_trains(cfg, len(data.train))
+    runner = build_runner(cfg, task, data, run_dir, world, device, started, plan, total_steps)
+    if cfg.resume and plan is None:  # resume=auto found nothing here: this run starts over
+        runner.logger.truncate_after(0)  # rows an attempt that never checkpointed left behind
+    return runner, data
 
 
 def build_runner(
@@ -104,6 +145,8 @@ def build_runner(
     world: World,
     device: torch.device,
     started: float,
+    plan: ResumePlan | None,
+    total_steps: int,
 ) -> Runner:
     model = build.build_model(cfg, device)
     callbacks = build.build_callbacks(cfg, model)
@@ -112,24 +155,37 @@ def build_runner(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = build.build_optimizer(cfg, model)
+    config = portable_config(cfg)
+    schedule, exact = (
+        plan.schedule(total_steps) if plan else (schedule_of(config, total_steps), True)
+    )
+    if plan is not None and not exact:  # the run's length or the optimizer settings changed
+        log.info("resume: a new schedule over steps %d-%d", plan.step, total_steps)
+        if plan.keeps_moments:
+            load_optimizer_moments(optimizer, plan.payload["optimizer"])
     checkpoints = world.is_main and cfg.runner.checkpoints
     columns = [*task.metric_names, "lr", "samples_per_s"]
-    return Runner(
+    runner = Runner(
         model,
         optimizer,
         task,
         device,
-        scheduler=build.build_scheduler(cfg, optimizer, len(data.train)),
+        scheduler=build.build_scheduler(cfg, optimizer, total_steps - schedule["from_step"]),
         state=TrainState(),
         options=RunnerOptions(**{k: cfg.runner[k] for k in RunnerOptions.__dataclass_fields__}),
         checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, checkpoints),
         logger=MetricLogger(run_dir, columns, enabled=world.is_main),
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
-        checkpoint_extra={"config": portable_config(cfg), "data_info": data.info},
+        checkpoint_extra={"config": config, "data_info": data.info, "schedule": schedule},
         callbacks=callbacks,
         started=started,
     )
+    if plan is not None:
+        runner.load(plan.to_load(exact), source=str(plan.path))
+        runner.logger.truncate_after(runner.state.step)
+        log.info("Resumed from %s at epoch %d, step %d", plan.path, runner.state.epoch, plan.step)
+    return runner
 
 
 def overfit_report(runner: Runner, batches: Any) -> dict[str, Any]:
@@ -150,15 +206,15 @@ def portable_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
-def resume_from(cfg: DictConfig, runner: Runner, run_dir: Path) -> None:
+def resume_plan(cfg: DictConfig, run_dir: Path, device: torch.device) -> ResumePlan | None:
+    """The checkpoint `resume=...` names, checked against this config (None: a fresh run)."""
     if not cfg.resume:
-        return
+        return None
     path = locate_checkpoint(cfg.resume, cfg.output_root, str(run_dir))
     if path is None:
-        return
-    runner.load(load_checkpoint(path, runner.device), source=str(path))
-    runner.logger.truncate_after(runner.state.step)
-    log.info("Resumed from %s at epoch %d, step %d", path, runner.state.epoch, runner.state.step)
+        return None
+    payload = load_checkpoint(path, device)
+    return plan_resume(path, payload, portable_config(cfg), cfg.allow_resume_changes)
 
 
 def run_summary(runner: Runner, cfg: DictConfig, train_loader: Any) -> dict[str, Any]:
@@ -193,13 +249,15 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # A resumed run keeps its first records; this process's go beside its .hydra/resume-* record.
-    records_dir = run_dir / str(hydra_cfg.output_subdir) if cfg.resume else run_dir
+    subdir = str(hydra_cfg.output_subdir)
+    records_dir = run_dir / subdir if subdir.startswith(".hydra/resume-") else run_dir
     try:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # skip a finished trial, record a failed one
             overrides = list(hydra_cfg.overrides.task)
             return run_trial(cfg, run_dir, overrides, lambda tags: train(cfg, run_dir, tags=tags))
-        with cli.one_line_errors():
-            results = train(cfg, run_dir, records_dir)
+        # A start that fails (bad input, a signal before training) leaves the folder as it was.
+        with cli.one_line_errors(), UndoFailedStart() as start:
+            results = train(cfg, run_dir, records_dir, on_training=start.training_began)
     finally:
         shutdown_distributed()
     return monitored_value(results, cfg.runner.monitor)
@@ -208,7 +266,7 @@ def main(cfg: DictConfig) -> float:
 def run() -> None:
     """The command line: resume rewrites it first, and errors become one line."""
     torch.set_float32_matmul_precision("high")
-    cli.run(main, rewrite_argv=lambda argv: resume_argv(argv, Config.output_root))
+    cli.run(main, rewrite_argv=lambda argv: resume_argv(argv, Config.output_root, CONFIG_DIR))
 
 
 if __name__ == "__main__":

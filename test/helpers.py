@@ -77,3 +77,10 @@ def sweep_overrides(data_root: Path, sweep_dir: Path, *swept: str) -> list[str]:
     keys = {"hydra.run.dir", *(s.split("=")[0] for s in swept)}
     keep = [o for o in tiny_overrides(data_root, sweep_dir) if o.split("=")[0] not in keys]
     return [*keep, "runner.max_steps=6", f"hydra.sweep.dir={sweep_dir}", *swept]
+
+
+class BrokenModel:
+    """A model whose constructor has a bug (`model._target_=helpers.BrokenModel`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.size = len(kwargs) // 0  # ZeroDivisionError: a bug, not a user mistake

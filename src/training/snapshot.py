@@ -57,8 +57,11 @@ def capture(parts: TrainingParts) -> dict[str, Any]:
 
 
 def restore(parts: TrainingParts, payload: dict[str, Any], source: str) -> None:
+    """Everything back; an optimizer or scheduler state of None is left as built (a resume that
+    changed them, src/training/resume.py)."""
     load_model_weights(parts.plain_model, payload["model"], source)
-    parts.optimizer.load_state_dict(payload["optimizer"])
+    if payload["optimizer"] is not None:
+        parts.optimizer.load_state_dict(payload["optimizer"])
     if parts.scheduler is not None and payload["scheduler"] is not None:
         parts.scheduler.load_state_dict(payload["scheduler"])
     parts.precision.load_state_dict(payload["scaler"])
