@@ -66,6 +66,22 @@ def test_non_empty_dest_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+def test_dest_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    dest = tmp_path / "file" / "sub" / "project"
+    result = subprocess.run(
+        [sys.executable, "-m", "src.tools.new_project", "ok-name", str(dest)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == f"error: DEST {dest} cannot be created: {tmp_path / 'file'} is a file"
+    )
+
+
 def test_make_new_project_without_arguments_prints_usage() -> None:
     result = make("new-project")
     assert result.returncode != 0 and "usage: make new-project NAME=<name> DEST=<path>" in (

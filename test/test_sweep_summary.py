@@ -13,6 +13,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from src.config.schema import register_configs
+from src.reporting.records import code_version
+from src.sweep import summary
 from src.sweep.plot import log_scaled
 from src.sweep.summary import write_summary
 from src.sweep.trial import finished_results, trial_identity
@@ -116,6 +118,34 @@ def test_a_trial_counts_as_finished_only_with_the_same_overrides_and_config(tmp_
     assert finished_results(tmp_path, trial_identity(cfg, ["optimizer.lr=0.01"])) is None
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", **identity}))
     assert finished_results(tmp_path, identity) is None
+
+
+def test_a_trial_run_by_other_code_counts_as_not_finished(tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"optimizer": {"lr": 0.01}, "seed": 0})
+    identity = trial_identity(cfg, ["optimizer.lr=0.01"])
+    assert identity["code"] == code_version() and "-" in identity["code"]
+    edited = {**identity, "code": "0123456789ab-0123456789ab"}  # e.g. the model was edited since
+    (tmp_path / "results.json").write_text(json.dumps({"status": "completed", **edited}))
+    assert finished_results(tmp_path, identity) is None
+
+
+def test_summary_png_is_replaced_whole_or_not_at_all(
+    seeded_sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_summary(seeded_sweep)
+    before = (seeded_sweep / "summary.png").read_bytes()
+
+    def half_written(trials, keys, out_png: Path) -> Path:
+        out_png.write_bytes(before[:100])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("src.sweep.plot.plot_summary", half_written)
+    with pytest.raises(OSError):
+        write_summary(seeded_sweep)
+    assert (seeded_sweep / "summary.png").read_bytes() == before
+    assert not [p.name for p in seeded_sweep.iterdir() if p.name.startswith(".")]
+    line = summary.incomplete(summary.collect(seeded_sweep))
+    assert line == "1 of 7 trials did not complete: 6 (failed)"
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml")))

@@ -117,7 +117,8 @@ def test_a_failing_trial_is_recorded_and_the_sweep_carries_on(
     sweep_dir = tmp_path / "sweep"
     # image_size=20 builds a head for 20x20 inputs: the first 28x28 batch raises a RuntimeError
     result = cli("--multirun", *sweep_overrides(data_root, sweep_dir, "model.image_size=20,28"))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # the exit says that a trial failed
+    assert "1 of 2 trials did not complete: 0 (failed)" in result.stderr
     failed = json.loads((sweep_dir / "0" / "results.json").read_text())
     assert failed["status"] == "failed"
     assert failed["error"].startswith("RuntimeError: ") and "\n" not in failed["error"]
@@ -134,13 +135,20 @@ def test_a_failing_trial_is_recorded_and_the_sweep_carries_on(
     assert "- trial 0 (failed): RuntimeError: " in text
 
 
-def test_a_failed_trial_runs_again_when_the_sweep_is_rerun(
+def test_a_failed_trial_runs_again_from_a_clean_folder_when_the_sweep_is_rerun(
     cli, data_root: Path, tmp_path: Path
 ) -> None:
-    sweep_dir = tmp_path / "sweep"
-    (sweep_dir / "0").mkdir(parents=True)
-    (sweep_dir / "0" / "results.json").write_text('{"status": "failed", "error": "x"}')
-    result = cli("--multirun", *sweep_overrides(data_root, sweep_dir, "seed=3"))
+    trial = tmp_path / "sweep" / "0"
+    (trial / "checkpoints").mkdir(parents=True)
+    (trial / "results.json").write_text('{"status": "failed", "error": "x"}')
+    (trial / "metrics.csv").write_text("step,epoch,split,loss,acc\n999,9,train,9.0,0.0\n")
+    (trial / "checkpoints" / "step-0000999.pt").write_bytes(b"an earlier attempt's")
+    (trial / "main.log").write_text("an earlier attempt's log\n")
+    result = cli("--multirun", *sweep_overrides(data_root, trial.parent, "seed=3"))
     assert result.returncode == 0, result.stderr
-    results = json.loads((sweep_dir / "0" / "results.json").read_text())
+    results = json.loads((trial / "results.json").read_text())
     assert results["status"] == "completed" and "seed=3" in results["overrides"]
+    steps = [int(r["step"]) for r in read_csv(trial / "metrics.csv")]
+    assert steps and max(steps) == 6  # nothing of the earlier attempt mixed in
+    assert not (trial / "checkpoints" / "step-0000999.pt").exists()
+    assert "earlier attempt" not in (trial / "main.log").read_text()

@@ -12,6 +12,7 @@ Reading distributions through `importlib.metadata` avoids a `pip freeze` subproc
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -101,6 +102,24 @@ def git_state() -> tuple[str, str]:
         *(f"  {name}" for name in untracked[:200]),
     ]
     return "\n".join(lines) + "\n", diff
+
+
+def code_version() -> str:
+    """The running code in one word, `<commit>-<digest>`: the digest covers the uncommitted
+    changes and the untracked .py and .yaml files, or without git every one under src/."""
+    digest = hashlib.sha256()
+    try:
+        commit = _git("rev-parse", "HEAD").strip()[:12]
+        digest.update(_git("diff", "HEAD", "--binary").encode())
+        names = _git("ls-files", "--others", "--exclude-standard", "-z").split("\0")
+        files = [PROJECT / name for name in names if name.endswith((".py", ".yaml"))]
+    except (OSError, subprocess.SubprocessError):
+        commit = "nogit"
+        files = [*(PROJECT / "src").rglob("*.py"), *(PROJECT / "src").rglob("*.yaml")]
+    for path in sorted(files):
+        if path.is_file():
+            digest.update(str(path.relative_to(PROJECT)).encode() + b"\0" + path.read_bytes())
+    return f"{commit}-{digest.hexdigest()[:12]}"
 
 
 def write_records(folder: Path, device: torch.device) -> None:

@@ -5,6 +5,9 @@ Runs by itself at the end of every multirun (`SweepSummary`, a Hydra callback li
 
     python -m src.sweep.summary multirun/2024-05-01/12-00-00     (make summary DIR=...)
 
+A sweep in which any trial failed or was stopped ends with exit code 4 and a line saying which;
+summary.md lists them with their errors.
+
 This module is imported by Hydra at every start, so it imports nothing heavy at the top.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.common.files import atomic_open
-from src.sweep.collect import collect
+from src.common.files import atomic_open, atomic_path
+from src.sweep.collect import Trial, collect
 from src.sweep.markdown import summary_markdown
 from src.sweep.table import (
     group_by_seed,
@@ -50,8 +54,19 @@ def write_summary(sweep_dir: str | Path) -> list[Path]:
     written.append(sweep_dir / "summary.md")
     from src.sweep.plot import plot_summary  # matplotlib: only when there is something to draw
 
-    written.append(plot_summary(trials, swept_keys(trials), sweep_dir / "summary.png"))
+    with atomic_path(sweep_dir / "summary.png") as png:
+        plot_summary(trials, swept_keys(trials), png)
+    written.append(sweep_dir / "summary.png")
     return written
+
+
+def incomplete(trials: list[Trial]) -> str:
+    """'' when every trial completed, else a line naming the others."""
+    others = [t for t in trials if t.status != "completed"]
+    if not others:
+        return ""
+    names = ", ".join(f"{t.name} ({t.status})" for t in others)
+    return f"{len(others)} of {len(trials)} trials did not complete: {names}"
 
 
 def _optuna_results(sweep_dir: Path) -> dict[str, Any] | None:
@@ -73,6 +88,12 @@ class SweepSummary(Callback):
         if written:
             print(_headline(sweep_dir / "summary.md"))
             print(f"sweep summary: {', '.join(str(p) for p in written)}")
+        problem = incomplete(collect(sweep_dir))
+        if problem:
+            from src.launch.cli import SWEEP_INCOMPLETE  # torch: only when it is needed
+
+            print(f"error: {problem} (see {sweep_dir / 'summary.md'})", file=sys.stderr)
+            sys.exit(SWEEP_INCOMPLETE)
 
 
 def _headline(summary_md: Path) -> str:

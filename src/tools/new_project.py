@@ -33,6 +33,9 @@ def check(name: str, dest: Path) -> None:
         )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise NewProjectError(f"DEST {dest} exists and is not an empty folder")
+    existing = next(p for p in (dest, *dest.parents) if p.exists())
+    if not existing.is_dir():
+        raise NewProjectError(f"DEST {dest} cannot be created: {existing} is a file")
 
 
 def tracked_files(root: Path) -> list[str]:
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> int:
     name, dest = argv[0], Path(argv[1])
     try:
         count = create(name, dest)
-    except NewProjectError as err:
+    except (NewProjectError, OSError) as err:  # OSError: e.g. no permission to create DEST
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"created {name} in {dest} ({count} files, one commit). Next:")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
+from src.common.files import atomic_path, atomic_write_bytes
 from src.training.callbacks import OnStepEnd
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ def profiler(folder: Path, runner: Any) -> Iterator[None]:
         activities.append(ProfilerActivity.CUDA)
 
     def on_ready(prof: profile) -> None:
-        prof.export_chrome_trace(str(trace))
+        with atomic_path(trace) as partial:  # a stop mid-write leaves no half trace
+            prof.export_chrome_trace(str(partial))
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
-        (folder / "summary.txt").write_text(table + "\n")
+        atomic_write_bytes(folder / "summary.txt", (table + "\n").encode())
 
     with profile(
         activities=activities,
