@@ -45,8 +45,8 @@ class SlowBatches:
             yield batch
 
 
-def slow_evaluate(self: Runner, loader: Any, split: str, limit: int = -1) -> dict[str, float]:
-    return _evaluate(self, SlowBatches(loader, float(os.environ["EVAL_DELAY_S"])), split, limit)
+def slow_evaluate(self: Runner, loader: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+    return _evaluate(self, SlowBatches(loader, float(os.environ["EVAL_DELAY_S"])), *args, **kwargs)
 
 
 if __name__ == "__main__":
