@@ -14,7 +14,8 @@ from PIL import Image
 
 from helpers import REPO, tiny_overrides
 from src.config.trust import UntrustedConfig, check_untrusted_config, shipped_targets
-from src.training.checkpoint import load_checkpoint, save_checkpoint
+from src.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from src.training.resume import replayable
 
 
 def snapshot(*folders: Path) -> dict[str, str]:
@@ -101,3 +102,19 @@ def test_configs_the_project_writes_pass_and_others_name_the_key(finished_run: P
         with pytest.raises(UntrustedConfig, match=expected.replace("$", r"\$")):
             check_untrusted_config({**config, key: value}, "x.pt")
     assert isinstance(torch.load(finished_run / "checkpoints" / "last.pt", weights_only=True), dict)
+
+
+def test_replayed_overrides_keep_plain_values_and_project_options_only() -> None:
+    config_dir = REPO / "src" / "config"
+    saved = ["model=mlp", "seed=3", "data.root=../data", "~scheduler", "hydra.verbose=true"]
+    saved += ["allow_resume_changes=true"]  # a permission is given at each resume, never replayed
+    assert replayable(saved, Path("run"), config_dir) == saved[:4]
+    for bad in (
+        "model=../../../tmp/evil",
+        "+../../tmp=evil",
+        "model._target_=os.system",
+        "+data.x={_target_: os.getcwd}",
+        "data.root=${oc.env:HOME}",
+    ):
+        with pytest.raises(CheckpointError, match="refusing to replay"):
+            replayable([bad], Path("run"), config_dir)

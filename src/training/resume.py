@@ -44,7 +44,8 @@ IDENTITY: dict[str, tuple[str, ...] | None] = {
     "task": ("_target_",),
 }
 _UNSAFE = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_", "${")
-_FIXED = {"resume", "hydra.run.dir", "hydra.output_subdir"}
+_FIXED = {"resume", "hydra.run.dir", "hydra.output_subdir"}  # set by resume_argv itself
+_NOT_REPLAYED = {*_FIXED, "allow_resume_changes"}  # a permission is given at each resume
 
 
 class ResumeMismatch(UserError):
@@ -100,18 +101,23 @@ def replayable(saved: list[str], run_dir: Path, config_dir: Path) -> list[str]:
     kept, dropped = [], []
     for override in saved:
         key, value = split_override(override)
-        if key in _FIXED:
+        if key in _NOT_REPLAYED:
             continue
         if key.startswith("hydra"):
             dropped.append(override)
             continue
-        if any(word in override for word in _UNSAFE) or not _project_option(key, value, config_dir):
-            raise CheckpointError(
-                f"resume: refusing to replay {override!r} from {run_dir}/.hydra/overrides.yaml "
-                "(it could run code this project does not ship); if you trust it, give "
-                f"{key}=... on the command line yourself"
-            )
-        kept.append(override)
+        if any(word in override for word in _UNSAFE):
+            why = "it names a _target_ or holds an interpolation"
+        elif not _project_option(key, value, config_dir):
+            why = "it does not select one of the project's yaml files"
+        else:
+            kept.append(override)
+            continue
+        raise CheckpointError(
+            f"resume: refusing to replay {override!r} from {run_dir}/.hydra/overrides.yaml "
+            f"({why}: a run folder may not make us run other code); if you trust it, give "
+            f"{key}=... on the command line yourself"
+        )
     if dropped:
         log.warning("resume: Hydra settings of the old run not replayed: %s", " ".join(dropped))
     return kept
@@ -119,6 +125,8 @@ def replayable(saved: list[str], run_dir: Path, config_dir: Path) -> list[str]:
 
 def _project_option(key: str, value: str, config_dir: Path) -> bool:
     """A group selection (`model=mlp`) must name a yaml file inside that group's folder."""
+    if ".." in key:
+        return False
     group = config_dir / key.split("@")[0]
     if not group.is_dir() or value in ("", "null"):
         return True  # a plain value, not a choice of yaml file
