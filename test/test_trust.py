@@ -46,7 +46,7 @@ def test_a_crafted_checkpoint_with_a_target_chain_runs_nothing(
     save_checkpoint(nested, {k: v for k, v in payload.items() if k != "format_version"})
     replaced = tmp_path / "replaced.pt"
     payload["config"]["model"]["hidden"] = 256
-    payload["config"]["data"] = chain(marker)
+    payload["config"]["task"] = chain(marker)
     save_checkpoint(replaced, {k: v for k, v in payload.items() if k != "format_version"})
     image = tmp_path / "images" / "digit.png"
     image.parent.mkdir()
@@ -56,8 +56,7 @@ def test_a_crafted_checkpoint_with_a_target_chain_runs_nothing(
 
     runs = [
         (cli(f"ckpt={nested}", module="src.eval"), "model.hidden._target_=pathlib.Path.touch"),
-        (cli(f"ckpt={replaced}", module="src.eval"), "data._target_=pathlib.Path.touch"),
-        (cli(f"ckpt={nested}", f"input={image}", module="src.predict"), "model.hidden._target_"),
+        (cli(f"ckpt={replaced}", f"input={image}", module="src.predict"), "task._target_=pathl"),
     ]
     for result, key in runs:
         assert result.returncode == 2, result.stdout + result.stderr
