@@ -127,12 +127,7 @@ def _resumes(path: Path, resuming: str | None) -> bool:
     return path in checkpoint.parents
 
 
-_claimed: RunDirectory | None = None
-
-
-def claimed() -> RunDirectory | None:
-    """The run directory this process claimed (None on other ranks and in sweeps)."""
-    return _claimed
+_claimed: RunDirectory | None = None  # this process's run (None on other ranks, in sweeps)
 
 
 class UndoFailedStart:
