@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from src.common.errors import InvalidValue
+from src.data.seeded import epoch_permutation
 
 Batch = Any
 Collate = Callable[[torch.Tensor, torch.Tensor], Batch]
@@ -81,8 +82,7 @@ class InMemoryLoader:
             )
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.inputs), generator=generator)
+        return epoch_permutation(len(self.inputs), self.seed, epoch)
 
     def _eval_shard(self) -> range:
         n, world = len(self.inputs), self.world_size
