@@ -200,7 +200,7 @@ def overfit_report(runner: Runner, batches: Any) -> dict[str, Any]:
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, with paths made absolute so it works from anywhere."""
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
-    for key in ("root", "path"):
+    for key in ("root", "path", "cache_dir"):
         if config["data"].get(key):
             config["data"][key] = str(Path(cfg.data[key]).resolve())
     return config

@@ -15,7 +15,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.data.augment import AugmentOptions
+from src.data.dataloader import DataLoaderOptions
 from src.data.fashion_mnist import FASHION_MEAN, FASHION_STD
+from src.data.image_files import CorruptFiles
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
@@ -43,6 +46,25 @@ class FashionMNISTConfig(MNISTConfig):
     verify_md5: bool = False  # no official md5 of the raw files is pinned (torchvision checks .gz)
     mean: float = FASHION_MEAN
     std: float = FASHION_STD  # (x / 255 - mean) / std
+
+
+@dataclass
+class ImageFolderConfig:
+    _target_: str = "src.data.image_folder.build_loaders"
+    root: str = MISSING  # one subfolder per class, or train/ (val/, test/) of class subfolders
+    batch_size: int = 256  # global training batch, split evenly across DDP ranks
+    eval_batch_size: int = 1000  # batch for validation and test
+    image_size: int | None = None  # side of the square input (None: the images', at most 256)
+    channels: int | None = None  # 1 grey or 3 RGB, images converted (None: 3 if any has colour)
+    val_size: float = 0.1  # carved from train when there is no val/: < 1 a fraction, else a count
+    test_size: float = 0.1  # carved from train when there is no test/: the same
+    split_seed: int = 0  # fixes the carved splits
+    mean: list[float] | None = None  # per-channel mean of [0, 1] pixels (None: of train images)
+    std: list[float] | None = None  # per-channel std (None: of the training images)
+    augment: AugmentOptions = field(default_factory=AugmentOptions)  # random training changes
+    on_corrupt: CorruptFiles = CorruptFiles.refuse  # a file that does not decode: refuse | skip
+    cache_dir: str = "data/cache"  # decoded images, one folder per (file list, size, channels)
+    loader: DataLoaderOptions = field(default_factory=DataLoaderOptions)  # workers, pinning
 
 
 @dataclass
@@ -206,6 +228,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "data": {
         "mnist": MNISTConfig,
         "fashion_mnist": FashionMNISTConfig,
+        "image_folder": ImageFolderConfig,
         "sequences": SequenceDataConfig,
     },
     "model": {
