@@ -84,3 +84,33 @@ class BrokenModel:
 
     def __init__(self, **kwargs: Any) -> None:
         self.size = len(kwargs) // 0  # ZeroDivisionError: a bug, not a user mistake
+
+
+def write_image_folder(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 20,
+    size: tuple[int, int] = (12, 12),
+    mode: str = "L",
+    suffix: str = ".png",
+    seed: int = 0,
+) -> Path:
+    """Learnable images, one subfolder per class: class k lights up band k (and, in colour,
+    channel k % 3), over noise; one in five shows another class's band, so the loss stays away
+    from zero (where denormal floats would slow training down). `size` is (width, height)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    channels = 3 if mode == "RGB" else 1
+    for label in range(classes):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            pixels = rng.integers(0, 60, size=(height, width, channels)).astype(np.uint8)
+            shown = label if rng.random() > 0.2 else int(rng.integers(0, classes))
+            band = shown * height // classes
+            pixels[band : band + max(1, height // classes), :, shown % channels] = 255
+            image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+            image.save(folder / f"{n:04d}{suffix}")
+    return root
