@@ -11,7 +11,10 @@
 3. data throughput: torchvision's MNIST through a DataLoader with per-sample transforms vs the
    in-memory loader;
 4. end to end: wall time and test accuracy of the default `python -m src.main` job;
-5. the cost of keeping an exponential moving average of the weights (runner.ema.decay).
+5. the cost of keeping an exponential moving average of the weights (runner.ema.decay);
+6. `data=image_folder` on the MNIST PNG folder (images.py): first and later epochs against
+   torchvision's ImageFolder, the loader's share of a step, and the Runner over a hand-written
+   loop on the same DataLoader.
 Variants are interleaved (A B A B ...) and the median of the repeats is reported, so drifts in
 machine speed hit both sides alike. Prints a table; writes bench.md and bench.csv; always exits 0.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from src.tools.bench.data import data_throughput, end_to_end
+from src.tools.bench.images import image_folder_rows
 from src.tools.bench.loops import Row, compare_ema, compare_loops
 
 COLUMNS = ["benchmark", "baseline", "measured", "ratio", "overhead"]
@@ -63,6 +67,8 @@ def main() -> None:
         print(f"done: {name} ({steps} steps per repeat)", flush=True)
     rows += compare_ema("cnn", 40, 5 if args.quick else 31)
     rows += data_throughput(10000 if args.quick else 30000, repeats)
+    rows += image_folder_rows(args.quick)
+    print("done: image_folder", flush=True)
     rows += end_to_end(1 if args.quick else 3, ["runner.max_epochs=1"] if args.quick else [])
     print(write_table(rows, Path(args.out)))
     print(f"written to {args.out}/bench.md and bench.csv")

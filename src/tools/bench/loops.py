@@ -10,8 +10,9 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class StepClock:
         return (self.end - self.start) / max(self.steps - 1, 1)
 
 
-def hand_written(name: str, loader: InMemoryLoader) -> float:
+def hand_written(name: str, loader: Iterable[Any]) -> float:
     """The loop a person would write by hand: the baseline every other row is compared with."""
     model, optimizer = fresh(name)
     criterion = nn.CrossEntropyLoss()
@@ -90,7 +91,7 @@ def hand_written(name: str, loader: InMemoryLoader) -> float:
 
 
 def with_runner(
-    name: str, loader: InMemoryLoader, folder: Path, ema_decay: float = 0.0
+    name: str, loader: Any, folder: Path, ema_decay: float = 0.0
 ) -> tuple[float, float]:
     """One epoch through `Runner.fit` with the features of a default run switched on: bars,
     device-side metrics, metrics.csv + TensorBoard every 50 steps, the epoch-end checkpoint
