@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helpers import REPO, run_cli, write_image_folder, write_mnist_like
 from src.data import image_cache
 from src.data.augment import AugmentOptions, BatchImages
+from src.data.dataloader import OnDevice, SeededDataLoader
 from src.data.export_mnist import export_mnist
 from src.data.idx import DataError
 from src.data.image_files import TEST, TRAIN, VAL, scan_folder
@@ -282,6 +283,19 @@ def test_batches_resume_mid_epoch_and_shard_exactly(
         single = [y for _, y in getattr(data, split)]
         sharded = [y for r in ranks for _, y in getattr(r, split)]
         assert torch.equal(torch.cat(sharded), torch.cat(single))
+
+
+def test_batches_finished_on_the_device_equal_those_finished_in_the_workers(
+    grey_folder: Path, tmp_path: Path
+) -> None:
+    """The GPU path (copy uint8, then augment there) run on the CPU: the same pixels."""
+    augment = {"hflip": 0.5, "contrast": 0.4}
+    data = loaders(grey_folder, tmp_path, augment=augment, workers=1)
+    finish = data.train.collate_fn.finish  # what the workers ran
+    raw = SeededDataLoader(data.train.dataset, 8, shuffle=True, collate_fn=lambda b: b)
+    on_device = OnDevice(raw, torch.device("cpu"), finish, keep_on_cpu=(2,))
+    assert len(on_device) == len(data.train)
+    assert same(batches(on_device, epoch=2, start=3), batches(data.train, epoch=2, start=3))
 
 
 def test_batched_augmentation_does_what_its_options_say() -> None:
