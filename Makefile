@@ -7,7 +7,7 @@ SWEEP ?= grid
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval predict new-project bench sweep summary tensorboard test lint docs format clean
+.PHONY: help install install-conda run eval predict export-mnist new-project bench sweep summary tensorboard test lint docs format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ eval:  ## evaluate a checkpoint on the test set: make eval CKPT=<file.pt> or RUN
 predict:  ## classify images: make predict CKPT=<file.pt> INPUT=<image or folder> [ARGS="out=x.csv"]
 	@test -n "$(CKPT)" -a -n "$(INPUT)" || { echo "usage: make predict CKPT=<file.pt> INPUT=<image or folder> [ARGS=...]"; exit 2; }
 	$(PY) -m src.predict ckpt=$(CKPT) input=$(INPUT) $(ARGS)
+
+export-mnist:  ## MNIST as PNG class folders, to try data=image_folder (make export-mnist DEST=data/mnist_png)
+	$(PY) -m src.data.export_mnist $(or $(DEST),data/mnist_png)
 
 new-project:  ## start a new project from this template: make new-project NAME=<name> DEST=<path>
 	@test -n "$(NAME)" -a -n "$(DEST)" || { echo "usage: make new-project NAME=<name> DEST=<path>"; exit 2; }
