@@ -102,10 +102,10 @@ class BatchImages:
         return x.mul_(scale).add_(shift), targets.long()
 
     def _geometry(self, x: torch.Tensor, u: np.ndarray, options: AugmentOptions) -> torch.Tensor:
-        if options.crops:
-            theta = torch.from_numpy(crop_matrices(u, options)).to(x.device, non_blocking=True)
+        if options.crops:  # one resampling pass does every crop (and flip) of the batch
+            crops = torch.from_numpy(random_crops(u, options)).to(x.device, non_blocking=True)
             return F.grid_sample(
-                x, crop_grid(theta, x.shape[-1]), "bilinear", "border", align_corners=False
+                x, crop_grid(crops, x.shape[-1]), "bilinear", "border", align_corners=False
             )
         if options.hflip:
             flip = torch.from_numpy(u[:, HFLIP] < options.hflip).to(x.device, non_blocking=True)
@@ -124,7 +124,7 @@ class BatchImages:
         return self._constants[device]
 
 
-def crop_matrices(u: np.ndarray, options: AugmentOptions) -> np.ndarray:
+def random_crops(u: np.ndarray, options: AugmentOptions) -> np.ndarray:
     """(B, 4) float32 per-sample crops `(x scale, y scale, x shift, y shift)` in coordinates
     normalised to [-1, 1]: a random resized crop (area and aspect ratio drawn like
     torchvision's, clamped to the image instead of re-drawn), flipped by a negative scale."""
@@ -206,7 +206,8 @@ def torchvision_transforms(
 if __name__ == "__main__":
     options = AugmentOptions(hflip=0.5, brightness=0.2)
     finish = BatchImages([0.5], [0.25], options, seed=0)
-    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
-    keys = torch.tensor([[0, i] for i in range(4)])
-    x, y = finish(images, torch.arange(4), keys)
-    print(f"augmented {tuple(x.shape)} {x.dtype}, mean {x.mean():.3f}; {torchvision_transforms}")
+    images = torch.full((4, 1, 28, 28), 128, dtype=torch.uint8)
+    keys = torch.tensor([[0, i] for i in range(4)])  # epoch 0, samples 0-3
+    x, _ = finish(images, torch.arange(4), keys)
+    print(f"batch {tuple(x.shape)} {x.dtype}; per-sample brightness: {x.mean((1, 2, 3))}")
+    print(torchvision_transforms(28, [0.5], [0.25], options))

@@ -93,16 +93,12 @@ def open_cache(
 
 
 def cache_key(scan: FolderScan, channels: int, side: int) -> str:
-    digest = hashlib.sha256(f"{VERSION} {scan.root.resolve()} {channels} {side}\n".encode())
-    for path in scan.files:
-        try:
-            stat = path.stat()
-        except OSError as err:  # e.g. a link to nowhere
-            raise DataError(f"cannot read {path}: {err.strerror or err}") from None
-        digest.update(
-            f"{path.relative_to(scan.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
-        )
-    return digest.hexdigest()[:16]
+    """Hash of what the cache depends on: the root, every file's path below it, size and
+    modification time, the side and the channels."""
+    prefix = len(str(scan.root)) + 1
+    lines = [f"{VERSION} {scan.root.resolve()} {channels} {side}"]
+    lines += [f"{p[prefix:]}\0{size}\0{mtime}" for p, (size, mtime) in zip(scan.files, scan.stats)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def load_cache(folder: Path) -> ImageCache:
@@ -122,18 +118,48 @@ def build_cache(
     options: DataLoaderOptions,
     progress: bool,
 ) -> None:
-    """Decode every file into `folder` with DataLoader workers; stop at an unreadable one."""
-    n = len(scan.files)
+    """Decode every file into `folder`, then write what the loaders read beside the pixels."""
+    shape = (len(scan.files), channels, side, side)
+    size = int(np.prod(shape))
     folder.mkdir(parents=True)
-    shape = (n, channels, side, side)
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise DataError(
+            f"the decoded images need {size / 2**20:,.0f} MB but {folder.parent} has "
+            f"{free / 2**20:,.0f} MB free: choose another data.cache_dir or a smaller "
+            "data.image_size"
+        )
     log.info(
         "decoding %d images from %s into %s (%.0f MB, once)",
-        n,
+        shape[0],
         scan.root,
         folder.parent,
-        np.prod(shape) / 2**20,
+        size / 2**20,
     )
     images = np.memmap(folder / "images.u8", np.uint8, "w+", shape=shape)
+    sums, squares, corrupt = decode_into(images, scan, options, progress)
+    images.flush()
+    del images
+    np.savez(folder / "index.npz", sums=sums, squares=squares)
+    meta = {
+        "version": VERSION,
+        "root": str(scan.root.resolve()),
+        "shape": list(shape),
+        "classes": scan.classes,
+        "corrupt": {str(i): why for i, why in corrupt.items()},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    for name in ("images.u8", "index.npz", "meta.json"):
+        _fsync_file(folder / name)
+
+
+def decode_into(
+    images: np.ndarray, scan: FolderScan, options: DataLoaderOptions, progress: bool
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Fill `images` (N, C, S, S) with DataLoader workers, in file order; return the channel
+    sums and sums of squares of each image, and the files that did not decode. An unreadable
+    file stops it."""
+    n, channels, side, _ = images.shape
     sums, squares = np.zeros((n, channels)), np.zeros((n, channels))
     corrupt: dict[int, str] = {}
     loader = DataLoader(
@@ -158,27 +184,15 @@ def build_cache(
                     corrupt[begin + offset] = reasons[offset]
             bar.update(end - begin)
             begin = end
-    images.flush()
-    del images
     seconds = time.perf_counter() - started
     log.info("decoded %d images in %.1f s (%.0f images/s)", n, seconds, n / max(seconds, 1e-9))
-    np.savez(folder / "index.npz", sums=sums, squares=squares)
-    meta = {
-        "version": VERSION,
-        "root": str(scan.root.resolve()),
-        "shape": list(shape),
-        "classes": scan.classes,
-        "corrupt": {str(i): why for i, why in corrupt.items()},
-    }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    for name in ("images.u8", "index.npz", "meta.json"):
-        _fsync_file(folder / name)
+    return sums, squares, corrupt
 
 
 class _DecodeFiles(Dataset):
     """One file -> (pixels, status, channel sums, channel squares, reason) in a worker."""
 
-    def __init__(self, files: list[Path], channels: int, side: int) -> None:
+    def __init__(self, files: list[str], channels: int, side: int) -> None:
         self.files, self.channels, self.side = files, channels, side
 
     def __len__(self) -> int:
@@ -187,7 +201,8 @@ class _DecodeFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int, str]:
         empty = np.zeros((self.channels, self.side, self.side), np.uint8)
         try:
-            data = self.files[index].read_bytes()
+            with open(self.files[index], "rb") as handle:
+                data = handle.read()
         except OSError as err:
             return empty, UNREADABLE, err.strerror or str(err)
         try:

@@ -40,17 +40,16 @@ class CorruptFiles(str, Enum):
 
 @dataclass
 class FolderScan:
-    """Every image file under a root, in a fixed order (split, class, path)."""
+    """Every image file under a root, in a fixed order (split, class, name), with the size and
+    modification time that key its cache."""
 
     root: Path
     classes: list[str]
-    files: list[Path]
+    files: list[str]  # paths (root joined with the path below it)
+    stats: list[tuple[int, int]]  # (bytes, mtime in ns) of each file
     labels: np.ndarray  # (N,) int64 class index
     splits: np.ndarray  # (N,) int8: the split folder a file came from (TRAIN without them)
     split_folders: tuple[int, ...]  # which splits have a folder of their own
-
-    def relative(self, index: int) -> str:
-        return str(self.files[index].relative_to(self.root))
 
 
 def scan_folder(root: str | Path) -> FolderScan:
@@ -64,7 +63,8 @@ def scan_folder(root: str | Path) -> FolderScan:
         folders = {s: root / SPLITS[s] for s in present}
     else:
         present, classes, folders = [TRAIN], _class_folders(root), {TRAIN: root}
-    files: list[Path] = []
+    files: list[str] = []
+    stats: list[tuple[int, int]] = []
     labels: list[int] = []
     splits: list[int] = []
     for split, folder in folders.items():
@@ -73,17 +73,24 @@ def scan_folder(root: str | Path) -> FolderScan:
                 raise DataError(
                     f"{folder / name}: class {name!r} has no folder in {root / 'train'}"
                 )
-            found = _images_in(folder / name)
+            found = _images_in(str(folder / name))
             if not found:
                 raise DataError(
                     f"class folder {folder / name} holds no images "
                     f"({', '.join(IMAGE_EXTENSIONS)}): add some or remove the folder"
                 )
-            files += found
+            files += [path for path, _ in found]
+            stats += [stat for _, stat in found]
             labels += [classes.index(name)] * len(found)
             splits += [split] * len(found)
     return FolderScan(
-        root, classes, files, np.array(labels, np.int64), np.array(splits, np.int8), tuple(present)
+        root,
+        classes,
+        files,
+        stats,
+        np.array(labels, np.int64),
+        np.array(splits, np.int8),
+        tuple(present),
     )
 
 
@@ -91,7 +98,7 @@ def _class_folders(folder: Path) -> list[str]:
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if names:
         return names
-    loose = _images_in(folder, recursive=False)
+    loose = _images_in(str(folder), recursive=False)
     what = f"holds {len(loose)} images but no class subfolders" if loose else "holds no images"
     raise DataError(
         f"{folder} {what}: expected one subfolder per class (or train/, val/, test/ "
@@ -99,16 +106,24 @@ def _class_folders(folder: Path) -> list[str]:
     )
 
 
-def _images_in(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files below `folder` (hidden files and folders left out), sorted."""
+def _images_in(folder: str, recursive: bool = True) -> list[tuple[str, tuple[int, int]]]:
+    """(path, (bytes, mtime_ns)) of the image files below `folder`, hidden ones left out,
+    sorted by path. Plain strings and one stat per file: 70,000 files take a fraction of a
+    second."""
     found = []
-    for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
-        found += [
-            Path(parent) / n
-            for n in names
-            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")
-        ]
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                if recursive:
+                    found += _images_in(entry.path)
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                try:
+                    stat = entry.stat()
+                except OSError as err:  # e.g. a link to nowhere
+                    raise DataError(f"cannot read {entry.path}: {err.strerror or err}") from None
+                found.append((entry.path, (stat.st_size, stat.st_mtime_ns)))
     return sorted(found)
 
 
