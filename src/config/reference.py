@@ -66,13 +66,16 @@ def rows(node: type, prefix: str = "") -> list[str]:
     comments, found = field_comments(node), []
     for field in dataclasses.fields(node):
         default = default_of(field)
-        if field.name == "_partial_" or default is dataclasses.MISSING or default == MISSING:
+        if field.name == "_partial_" or default is dataclasses.MISSING:
+            continue
+        if default == MISSING and field.type in (Any, "Any"):
             continue  # a group's own node (its options have tables of their own)
         if dataclasses.is_dataclass(default):
             found += rows(type(default), f"{prefix}{field.name}.")
             continue
         meaning = comments.get(field.name, "").replace("|", "\\|")
-        found.append(f"| `{prefix}{field.name}` | `{shown(default)}` | {meaning} |")
+        value = "required" if default == MISSING else f"`{shown(default)}`"
+        found.append(f"| `{prefix}{field.name}` | {value} | {meaning} |")
     return found
 
 

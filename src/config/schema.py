@@ -50,7 +50,7 @@ class FashionMNISTConfig(MNISTConfig):
 
 @dataclass
 class ImageFolderConfig:
-    _target_: str = "src.data.image_folder.build_loaders"
+    _target_: str = "src.data.image_folder.build_loaders"  # scan, cache, carve, load a folder
     root: str = MISSING  # one subfolder per class, or train/ (val/, test/) of class subfolders
     batch_size: int = 256  # global training batch, split evenly across DDP ranks
     eval_batch_size: int = 1000  # batch for validation and test

@@ -39,10 +39,11 @@ class AugmentMode(str, Enum):
 
 @dataclass
 class AugmentOptions:
-    """Random training augmentations; the names and meanings of torchvision v2's transforms."""
+    """Random training augmentations; the names and meanings of torchvision v2's transforms
+    (RandomResizedCrop's scale and ratio, the flips' p, ColorJitter's three factors). A
+    crop_scale and crop_ratio of [1, 1] mean no crop."""
 
-    crop_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])  # RandomResizedCrop:
-    # area of the crop as a fraction of the image ([1, 1] with crop_ratio [1, 1]: no crop)
+    crop_scale: list[float] = field(default_factory=lambda: [0.85, 1.0])  # crop area / image area
     crop_ratio: list[float] = field(default_factory=lambda: [0.9, 1.1])  # crop width / height
     hflip: float = 0.0  # probability of a horizontal flip (0.5 suits photos, not digits)
     vflip: float = 0.0  # probability of a vertical flip
@@ -50,6 +51,10 @@ class AugmentOptions:
     contrast: float = 0.0  # ColorJitter: blend with the image's mean grey, [1 - c, 1 + c]
     saturation: float = 0.0  # ColorJitter: blend with the grey image, [1 - s, 1 + s]; RGB only
     mode: AugmentMode = AugmentMode.batched  # batched (fast) or per_sample (torchvision v2)
+
+    def __post_init__(self) -> None:  # from a config node: plain lists and the Enum
+        self.crop_scale, self.crop_ratio = list(self.crop_scale), list(self.crop_ratio)
+        self.mode = AugmentMode(self.mode)
 
     def problems(self) -> list[str]:
         """What is out of range, as `data.augment.<key> ...` lines."""

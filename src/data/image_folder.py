@@ -12,9 +12,10 @@ checkpoints through `Loaders.info`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from src.data.loaders import Loaders
 from src.data.seeded import SampleKey
 
 log = logging.getLogger(__name__)
+DEFAULT_AUGMENT, DEFAULT_LOADER = AugmentOptions(), DataLoaderOptions()  # never changed
 
 
 class CachedImages(Dataset):
@@ -95,10 +97,10 @@ def build_loaders(
     split_seed: int = 0,
     mean: list[float] | None = None,
     std: list[float] | None = None,
-    augment: Any = None,
+    augment: Any = DEFAULT_AUGMENT,
     on_corrupt: CorruptFiles | str = CorruptFiles.refuse,
     cache_dir: str = "data/cache",
-    loader: Any = None,
+    loader: Any = DEFAULT_LOADER,
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -107,7 +109,6 @@ def build_loaders(
 ) -> Loaders:
     """Scan, cache, carve and load a folder of images (see the module docstring)."""
     options, augmenting = _as(DataLoaderOptions, loader), _as(AugmentOptions, augment)
-    augmenting.mode = AugmentMode(augmenting.mode)
     scan = scan_folder(root)
     if image_size is None or channels is None:
         inferred_side, inferred_channels = probe_format(scan)
@@ -125,23 +126,36 @@ def build_loaders(
         mean, std = list(mean or stats[0]), list(std or stats[1])
     sharding = {"rank": rank, "world_size": world_size, "options": options}
     splits = SplitLoaders(cache, scan.labels, rows, mean, std, seed, torch.device(device), sharding)
+    return Loaders(
+        train=splits.train(batch_size, augmenting),
+        val=splits.batched(VAL, eval_batch_size, None),
+        test=splits.batched(TEST, eval_batch_size, None),
+        info=describe(scan, rows, channels, image_size, mean, std),
+    )
+
+
+def describe(
+    scan: FolderScan,
+    rows: dict[int, np.ndarray],
+    channels: int,
+    side: int,
+    mean: list[float],
+    std: list[float],
+) -> dict[str, Any]:
+    """The facts the model and `make predict` need (`Loaders.info`), logged with the splits."""
     info = {
         "num_classes": len(scan.classes),
         "in_channels": channels,
-        "image_size": image_size,
-        "in_features": channels * image_size * image_size,
+        "image_size": side,
+        "in_features": channels * side * side,
         "mean": mean,
         "std": std,
         "classes": scan.classes,
     }
     sizes = ", ".join(f"{len(rows[s])} {SPLITS[s]}" for s in (TRAIN, VAL, TEST))
-    log.info("%s: %s images; %s", root, sizes, {k: v for k, v in info.items() if k != "classes"})
-    return Loaders(
-        train=splits.train(batch_size, augmenting),
-        val=splits.batched(VAL, eval_batch_size, None),
-        test=splits.batched(TEST, eval_batch_size, None),
-        info=info,
-    )
+    shown = {k: v for k, v in info.items() if k != "classes"}
+    log.info("%s: %s images; %s", scan.root, sizes, shown)
+    return info
 
 
 class SplitLoaders:
@@ -240,15 +254,10 @@ def _check(channels: int, image_size: int, augment: AugmentOptions) -> None:
 
 
 def _as(cls: type, value: Any) -> Any:
-    """A dataclass from a mapping of its fields (a config node), plain lists inside; None: the
-    defaults."""
-    if value is None or isinstance(value, cls):
-        return value or cls()
-    plain = {
-        k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-        for k, v in value.items()
-    }
-    return cls(**plain)
+    """A fresh dataclass from another one or from a mapping of its fields (a config node)."""
+    if isinstance(value, Mapping):
+        return cls(**value)
+    return cls(**{f.name: getattr(value, f.name) for f in dataclasses.fields(cls)})
 
 
 def _as_is(batch: Any) -> Any:
