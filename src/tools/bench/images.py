@@ -72,10 +72,10 @@ def _rows(folder: Path, quick: bool) -> list[Row]:
         data = build_loaders(str(folder), BATCH, 1000, cache_dir=cache)
         n = len(data.train) * BATCH
         first = n / (time.perf_counter() - started + _seconds(data.train, epoch=0))
-        rows = throughput_rows(folder, data, first, repeats=2 if quick else 3)
+        rows = throughput_rows(folder, data, first, repeats=2 if quick else 5)
         if torch.cuda.is_available():
             rows.append(gpu_row(folder, cache))
-        rows += loader_share_rows(data, steps=40 if quick else 100)
+        rows += loader_share_rows(data, steps=25, repeats=3 if quick else 9)
         rows.append(runner_on_dataloader_row(data, repeats=5 if quick else 21))
     return rows
 
@@ -145,38 +145,44 @@ def gpu_row(folder: Path, cache: str) -> Row:
     return row | {"measured": f"{rate:,.0f} images/s"}
 
 
-def loader_share_rows(data: Any, steps: int) -> list[Row]:
-    """Train the default CNN for `steps` steps on the image-folder loader, timing the wait for
-    each batch; then the same steps on the in-memory MNIST loader."""
-    waits, image_folder_step = _train(data.train, steps)
-    memory = mnist_loaders("data", BATCH, 1000, 5000, 0)
-    _, memory_step = _train(memory.train, steps)
-    share = statistics.median(waits) / image_folder_step
+def loader_share_rows(data: Any, steps: int, repeats: int) -> list[Row]:
+    """The default CNN trained for `steps` steps on the image-folder loader (timing the wait for
+    each batch) and on the in-memory MNIST loader, interleaved `repeats` times."""
+    memory = mnist_loaders("data", BATCH, 1000, 5000, 0).train
+    waits: list[float] = []
+
+    def on_images(r: int) -> float:
+        step, waited = _train(data.train, steps, epoch=r)
+        waits.append(waited)
+        return step
+
+    times = interleaved(
+        {"memory": lambda r: _train(memory, steps, epoch=r)[0], "images": on_images}, repeats
+    )
+    step = statistics.median(times["images"])
+    share = statistics.median(w / s for w, s in zip(waits, times["images"]))
     return [
         unavailable("image_folder: loader's share of a default CNN training step", "")
         | {
-            "baseline": f"{image_folder_step * 1e3:.1f} ms/step",
+            "baseline": f"{step * 1e3:.1f} ms/step",
             "measured": f"{statistics.median(waits) * 1e3:.2f} ms waiting for a batch",
             "ratio": f"{share:.3f}",
             "overhead": f"{share * 100:.1f}% of the step",
         },
-        {
-            "benchmark": "image_folder vs in-memory MNIST: default CNN step",
-            "baseline": f"{memory_step * 1e3:.1f} ms/step",
-            "measured": f"{image_folder_step * 1e3:.1f} ms/step",
-            "ratio": f"{image_folder_step / memory_step:.3f}",
-            "overhead": "workers gather and augment beside the training process",
-        },
+        loop_row(
+            "image_folder vs in-memory MNIST: default CNN step", times["memory"], times["images"]
+        ),
     ]
 
 
-def _train(loader: Any, steps: int) -> tuple[list[float], float]:
-    """Per-step waits for a batch (median over steps) and the median step time."""
+def _train(loader: Any, steps: int, epoch: int) -> tuple[float, float]:
+    """The median step time of the default CNN over the loader's first `steps` batches (the
+    first 5 left out), and the median time of those steps spent waiting for the batch."""
     torch.manual_seed(0)
     model = CNN().to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     criterion = nn.CrossEntropyLoss()
-    loader.set_epoch(1)
+    loader.set_epoch(epoch)
     batches = iter(FirstBatches(loader, steps))
     waits, totals = [], []
     while True:
@@ -192,7 +198,7 @@ def _train(loader: Any, steps: int) -> tuple[list[float], float]:
         optimizer.step()
         waits.append(got - started)
         totals.append(time.perf_counter() - started)
-    return waits[10:], statistics.median(totals[10:])
+    return statistics.median(totals[5:]), statistics.median(waits[5:])
 
 
 def runner_on_dataloader_row(data: Any, repeats: int) -> Row:
