@@ -74,7 +74,8 @@ def open_cache(
 ) -> ImageCache:
     """The cache of these files at this size, built first if no process has built it yet."""
     cache_dir = Path(cache_dir)
-    folder = cache_dir / f"{scan.root.name}-{side}px-{channels}ch-{cache_key(scan, channels, side)}"
+    name = f"{scan.root.resolve().name}-{side}px-{channels}ch-{cache_key(scan, channels, side)}"
+    folder = cache_dir / name
     if (folder / "meta.json").is_file():
         return load_cache(folder)
     cache_dir.mkdir(parents=True, exist_ok=True)
