@@ -325,7 +325,7 @@ def test_runner_trains_on_a_plain_dataloader_and_on_repeated_seeded_batches(
     torch.manual_seed(0)
     plain = DataLoader(TensorDataset(torch.randn(40, 1, 12, 12), torch.arange(40) % 3), 8)
     data = loaders(grey_folder, tmp_path)
-    for train in (plain, RepeatBatches(data.train, 2)):
+    for train in (plain, RepeatBatches(data.train, 2), RepeatBatches(plain, 3)):
         model = CNN(in_channels=1, num_classes=3, image_size=12, kernel_sizes=[3, 3])
         runner = Runner(
             model,

@@ -38,7 +38,8 @@ class RepeatBatches:
     """
 
     def __init__(self, loader: Any, n: int) -> None:
-        loader.set_epoch(0)
+        if hasattr(loader, "set_epoch"):  # a seeded loader; a plain DataLoader has its own order
+            loader.set_epoch(0)
         self.batches = list(itertools.islice(iter(loader), n))
         self.start_batch = 0
 
