@@ -178,8 +178,7 @@ def test_bad_folders_exit_2_with_one_line_and_write_nothing_but_the_cache(tmp_pa
         lines[name] = err.strip()
         assert lines[name].startswith("error: ") and str(cases[name][1]) in lines[name], name
         run_dir = tmp_path / "runs" / name.replace(" ", "_")
-        written = {p.name for p in run_dir.iterdir()}
-        assert not written & {"checkpoints", "metrics.csv", "results.json"}, name
+        assert not run_dir.exists(), name  # a failed start is undone
     assert "set data.on_corrupt=skip" in lines["corrupt file"]
     assert before == {p: p.read_bytes() for p in before}  # the images are left alone
     cached = {p.name.split("-")[0] for p in (tmp_path / "cache").iterdir() if p.is_dir()}
