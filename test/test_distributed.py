@@ -122,6 +122,20 @@ def test_two_rank_validation_and_test_metrics_equal_one_process(runs: dict[str, 
     assert results[1]["world_size"] == 2 and results[0]["world_size"] == 1
 
 
+def test_reconstruction_on_two_ranks_matches_one_process(data_root: Path, tmp_path: Path) -> None:
+    """The DDP equivalence above, for the reconstruction task (an autoencoder, mse and psnr)."""
+    dirs = {name: tmp_path / name for name in ("single", "ddp")}
+    task = ["task=reconstruction", "runner.max_steps=8", "model.channels=[4,8]"]
+    launch([sys.executable, "-m", "src.main", *overrides(data_root, dirs["single"], *task)])
+    torchrun = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "src.main"]
+    launch([*torchrun, *overrides(data_root, dirs["ddp"], *task)])
+    assert_same(model_of(dirs["ddp"]), model_of(dirs["single"]), **TOL)
+    results = [json.loads((dirs[k] / "results.json").read_text()) for k in ("single", "ddp")]
+    for key in ("test/loss", "test/mse", "test/psnr", "best/val/loss"):
+        assert results[0][key] == pytest.approx(results[1][key], rel=1e-4), key
+    assert results[1]["test/samples"] == results[0]["test/samples"]  # each sample counted once
+
+
 def test_two_rank_run_writes_one_set_of_files(runs: dict[str, Path]) -> None:
     run_dir = runs["ddp"]
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["ddp", "dump", "resumed", "single"]
