@@ -82,6 +82,19 @@ class SequenceDataConfig:
 
 
 @dataclass
+class TextDataConfig:
+    _target_: str = "src.data.text.build_loaders"
+    path: str | None = (
+        None  # a UTF-8 text file; null = Python's pydoc topics (465k chars, no download)
+    )
+    block_size: int = 128  # characters of context per window (the model's block_size follows it)
+    batch_size: int = 64  # global training batch, in windows, split evenly across DDP ranks
+    eval_batch_size: int = 256  # windows per validation and test batch
+    val_fraction: float = 0.05  # the corpus is split in order: train, validation, then test
+    test_fraction: float = 0.05
+
+
+@dataclass
 class CNNConfig:
     _target_: str = "src.model.cnn.CNN"  # the nn.Module built
     in_channels: int | None = None  # image channels (None: from the data)
@@ -120,6 +133,18 @@ class AutoencoderConfig:
 
 
 @dataclass
+class CharTransformerConfig:
+    _target_: str = "src.model.char_transformer.CharTransformer"
+    vocab_size: int | None = None  # distinct characters (None: from the data)
+    block_size: int | None = None  # longest context in characters (None: from the data)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block; n_embd must be a multiple of it
+    n_embd: int = 128  # width of the residual stream
+    dropout: float = 0.0  # on embeddings, attention and residual branches; 0 = deterministic
+    tie_weights: bool = False  # share the token embedding matrix with the output layer
+
+
+@dataclass
 class ClassificationConfig:
     _target_: str = "src.task.classification.Classification"  # the task built
     label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = plain cross-entropy)
@@ -134,6 +159,11 @@ class ReconstructionConfig:
     noise_std: float = 0.0  # > 0: a denoising autoencoder (Gaussian noise on training inputs)
     data_range: float = 1.0  # pixel range for PSNR (inputs in [0, 1]: data.mean=0, data.std=1)
     input_key: str = "inputs"  # where a dict batch keeps the images
+
+
+@dataclass
+class LanguageModelConfig:
+    _target_: str = "src.task.language_model.LanguageModel"  # next-token loss, bits per char
 
 
 @dataclass
@@ -230,14 +260,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "fashion_mnist": FashionMNISTConfig,
         "image_folder": ImageFolderConfig,
         "sequences": SequenceDataConfig,
+        "text": TextDataConfig,
     },
     "model": {
         "cnn": CNNConfig,
         "mlp": MLPConfig,
         "seq_pool": SeqPoolConfig,
         "autoencoder": AutoencoderConfig,
+        "char_transformer": CharTransformerConfig,
     },
-    "task": {"classification": ClassificationConfig, "reconstruction": ReconstructionConfig},
+    "task": {
+        "classification": ClassificationConfig,
+        "reconstruction": ReconstructionConfig,
+        "language_model": LanguageModelConfig,
+    },
     "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
     "runner": {"default": RunnerConfig},
