@@ -11,10 +11,11 @@ from src import build
 
 MODELS = [option for group, option in OPTIONS if group == "model"]
 # What each model reads; a model not named here is tried on the default data (MNIST images).
-DATA_OF = {"seq_pool": "sequences"}
+DATA_OF = {"seq_pool": "sequences", "char_transformer": "text"}
 INFO = {  # what those data modules put in Loaders.info
     "mnist": {"num_classes": 10, "in_channels": 1, "image_size": 28, "in_features": 784},
     "sequences": {"num_classes": 2, "in_features": 1},
+    "text": {"vocab_size": 12, "vocab": "\n abcdefghij", "block_size": 16},
 }
 
 
@@ -23,6 +24,8 @@ def example_batch(data: str) -> object:
     if data == "sequences":  # padded variable-length sequences (src/data/sequences.py)
         lengths = torch.tensor([[5], [2], [1]])
         return (torch.randn(3, 5, 1), torch.arange(5).unsqueeze(0) < lengths)
+    if data == "text":  # character ids (src/data/text.py), as long as the context
+        return torch.randint(0, INFO["text"]["vocab_size"], (3, INFO["text"]["block_size"]))
     return torch.randn(3, 1, 28, 28)
 
 
@@ -36,6 +39,8 @@ def test_every_model_builds_from_the_data_and_every_parameter_learns(name: str) 
     assert outputs.shape[0] == 3
     if "num_classes" in cfg.model:
         assert outputs.shape == (3, INFO[data]["num_classes"])
+    if "vocab_size" in cfg.model:  # next-token logits at every position
+        assert outputs.shape == (3, INFO[data]["block_size"], INFO[data]["vocab_size"])
     outputs.float().pow(2).mean().backward()
     assert all(p.grad is not None for p in model.parameters())
 
