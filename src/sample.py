@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> tuple[SampleOptions, list[str]]:
             try:
                 given[name] = kind(value)
             except ValueError as err:
-                raise CheckpointError(f"{name}={value}: expected a {kind.__name__}") from err
+                raise CheckpointError(f"{name}={value}: not a valid {kind.__name__}") from err
     options = SampleOptions(**given)
     if options.length < 0 or options.temperature < 0 or options.top_k < 0:
         raise CheckpointError("length, temperature and top_k must be >= 0")
