@@ -13,12 +13,15 @@ from torch import nn
 
 from src.data.collate import NormalizeImages
 from src.data.in_memory import InMemoryLoader
+from src.data.text import TextWindows
 from src.model.autoencoder import ConvAutoencoder
+from src.model.char_transformer import CharTransformer
 from src.model.cnn import CNN
 from src.reporting.progress import Progress
 from src.runner import Runner
 from src.task.base import Task
 from src.task.classification import Classification
+from src.task.language_model import LanguageModel
 from src.task.reconstruction import Reconstruction
 from src.training.options import RunnerOptions
 from src.training.schedulers import one_cycle
@@ -55,9 +58,20 @@ def image_batches(mean: float, std: float) -> tuple[InMemoryLoader, InMemoryLoad
     return train, InMemoryLoader(images[:20], labels[:20], 10, collate)
 
 
+def text_batches() -> tuple[TextWindows, TextWindows]:
+    """40 training steps of 10 windows of 16 characters, and 2 validation batches."""
+    text = torch.randint(0, 20, (6500,))
+    return TextWindows(text, 16, 10, shuffle=True), TextWindows(text[:321], 16, 10)
+
+
+def tiny_transformer() -> CharTransformer:
+    return CharTransformer(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16)
+
+
 TASKS: dict[str, Callable[[], tuple[Task, nn.Module, tuple[Any, Any]]]] = {  # every shipped task
     "classification": lambda: (Classification(), CNN(), image_batches(0.13, 0.31)),
     "reconstruction": lambda: (Reconstruction(), ConvAutoencoder(), image_batches(0.0, 1.0)),
+    "language_model": lambda: (LanguageModel(), tiny_transformer(), text_batches()),
 }
 
 

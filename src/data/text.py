@@ -11,6 +11,7 @@ help pages of the language reference, about 465k characters), its topics joined 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,8 +115,8 @@ class TextWindows(InMemoryLoader):
         self.cut = cut
 
     def offset(self, epoch: int) -> int:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 500_000)
-        return int(torch.randint(self.cut.block_size, (1,), generator=generator))
+        # Python's generator: a plain int, and a stream apart from the permutation's
+        return random.Random(self.seed * 1_000_003 + epoch).randrange(self.cut.block_size)
 
     def __iter__(self) -> Iterator[Batch]:
         self.cut.start_at(self.offset(self.epoch) if self.shuffle else 0)
