@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -298,6 +299,40 @@ def test_cli_run_reports_bpc_in_metrics_csv_and_results(lm_run: Path) -> None:
     assert results["best/val/bpc"] < math.log2(len(set(tiny_text())))  # beats a uniform guess
     info = torch.load(lm_run / "checkpoints" / "best.pt", weights_only=True)["data_info"]
     assert info["vocab"] == "".join(sorted(set(tiny_text()))) and info["block_size"] == BLOCK * 2
+
+
+def test_two_ranks_train_like_one_process(tmp_path: Path) -> None:
+    """DDP through torchrun (gloo): the same global batches, so the same model and metrics."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(tiny_text())
+    sgd = ["optimizer=sgd", "scheduler=none", "runner.max_epochs=1", "runner.max_steps=6"]
+    single = run_cli(*tiny_overrides(corpus, tmp_path / "single"), *sgd)
+    assert single.returncode == 0, single.stderr[-2000:]
+    torchrun = [
+        str(Path(sys.executable).with_name("torchrun")),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
+    ddp = subprocess.run(
+        [*torchrun, "-m", "src.main", *tiny_overrides(corpus, tmp_path / "ddp"), *sgd],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a, b = (
+        load_checkpoint(tmp_path / run / "checkpoints" / "last.pt") for run in ("single", "ddp")
+    )
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(tensor, b["model"][name], rtol=1e-4, atol=1e-5, msg=name)
+    results = [
+        json.loads((tmp_path / run / "results.json").read_text()) for run in ("single", "ddp")
+    ]
+    assert results[0]["test/samples"] == results[1]["test/samples"]  # every window once
+    assert results[0]["test/bpc"] == pytest.approx(results[1]["test/bpc"], rel=1e-4)
 
 
 def test_make_sample_continues_a_prompt_from_the_checkpoint_alone(lm_run: Path) -> None:
