@@ -76,7 +76,21 @@ TASKS = {  # every shipped task, with a model small enough for a few seconds of 
         "model.code_size=8",
         "runner.ema.decay=0.9",
     ],
+    "language_model": ["task=language_model", "data.block_size=16", "model.n_layer=1"],
 }
+MNIST_ONLY = ("data.root", "data.download", "data.verify_md5", "data.val_size")
+
+
+def task_overrides(task: str, data_root: Path, run_dir: Path) -> list[str]:
+    """`exact_overrides` for the task; the language model reads a text of 8,920 characters:
+    500 training windows of 16, so 100 batches of 5 an epoch as for the images."""
+    args = [*exact_overrides(data_root, run_dir), *TASKS[task]]
+    if task != "language_model":
+        return args
+    corpus = run_dir.parent / "corpus.txt"
+    lines = (f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n" for i in range(400))
+    corpus.write_text("".join(lines)[:8920])
+    return [*(a for a in args if not a.startswith(MNIST_ONLY)), f"data.path={corpus}"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -84,10 +98,10 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(
     cli, data_root: Path, tmp_path: Path, task: str
 ) -> None:
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
-    full = cli(*exact_overrides(data_root, full_dir), *TASKS[task])
+    full = cli(*task_overrides(task, data_root, full_dir))
     assert full.returncode == 0, full.stderr
 
-    proc = spawn(*exact_overrides(data_root, cut_dir), *TASKS[task])
+    proc = spawn(*task_overrides(task, data_root, cut_dir))
     wait_for(lambda: logged_steps(cut_dir) >= 20)
     proc.send_signal(signal.SIGSTOP)  # freeze it mid-epoch, then ask it to stop
     proc.send_signal(signal.SIGTERM)
@@ -98,7 +112,7 @@ def test_sigterm_mid_epoch_then_resume_is_bitwise_identical(
     stopped = load_checkpoint(cut_dir / "checkpoints" / "last.pt")["state"]
     assert 20 <= stopped["step"] < STEPS and stopped["batch_in_epoch"] not in (0, 100)
 
-    resumed = cli(*exact_overrides(data_root, cut_dir), *TASKS[task], "resume=auto")
+    resumed = cli(*task_overrides(task, data_root, cut_dir), "resume=auto")
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resumed from {cut_dir / 'checkpoints' / 'last.pt'}" in resumed.stdout + resumed.stderr
     a = load_checkpoint(full_dir / "checkpoints" / "last.pt")
