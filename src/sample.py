@@ -87,7 +87,9 @@ def sample(trained: Trained, options: SampleOptions) -> str:
 
 def main(argv: list[str]) -> str:
     options, rest = parse_args(argv)
-    path, overrides = checkpoint_args(rest)
+    path, out, overrides = checkpoint_args(rest)
+    if out is not None:
+        raise CheckpointError("sample prints its text to stdout; it takes no out=")
     text = sample(load_trained(path, overrides), options)
     sys.stdout.write(text + "\n")
     return text

@@ -74,9 +74,9 @@ class CharTransformer(nn.Module):
         self.norm = nn.LayerNorm(n_embd)
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
         self.apply(_init_weights)
-        for block in self.blocks:  # GPT-2: residual branches scaled down with depth
-            for out in (block.attention.proj, block.mlp[2]):
-                nn.init.normal_(out.weight, std=0.02 / math.sqrt(2 * n_layer))
+        for name, weight in self.named_parameters():  # GPT-2: residual outputs scaled by depth
+            if name.endswith(("attention.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(weight, std=0.02 / math.sqrt(2 * n_layer))
         if tie_weights:
             self.head.weight = self.token_embedding.weight
 
