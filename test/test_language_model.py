@@ -15,8 +15,11 @@ import torch
 from test_config import compose_with
 
 from helpers import REPO, run_cli
+from src import build
+from src.common.errors import UserError
 from src.data.idx import DataError
 from src.data.text import TextWindows, build_loaders, decode, encode, read_corpus
+from src.launch.distributed import World
 from src.model.char_transformer import CharTransformer
 from src.reporting.logger import read_metrics
 from src.runner import Runner
@@ -167,12 +170,14 @@ def test_unusable_corpora_are_one_line_data_errors(
         build_loaders(str(corpus), 16, 8, 16, 0.1, 0.1)
 
 
-def test_missing_data_path_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_missing_data_path_is_one_line_from_the_data_target(tmp_path: Path) -> None:
+    """`build` lets a UserError raised inside a target through as it is: the CLI prints its one
+    line and exits 2 (test_cli.py checks that path once for every target)."""
     corpus = tmp_path / "c.txt"  # never written; an empty one fails the same way (test above)
-    result = run_cli(*tiny_overrides(corpus, tmp_path / "run"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: data.path={corpus}: no such file"]
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    cfg = compose_with(*tiny_overrides(corpus, tmp_path / "run")[:-1])
+    with pytest.raises(DataError, match=f"^data.path={corpus}: no such file$") as raised:
+        build.build_loaders(cfg, torch.device("cpu"), World())
+    assert isinstance(raised.value, UserError)
 
 
 # ------------------------------------------------------------------------------------ model
@@ -349,12 +354,12 @@ def test_make_sample_continues_a_prompt_from_the_checkpoint_alone(lm_run: Path) 
 
 
 def test_sample_refuses_other_tasks_and_foreign_characters(lm_run: Path, finished_run) -> None:
-    other = run_cli(f"run={finished_run}", module="src.sample")
-    assert other.returncode == 2
-    assert other.stderr.strip().splitlines() == [
-        "error: this checkpoint's task is Classification, not a language model: "
+    with pytest.raises(CheckpointError) as other:  # a UserError: one line, exit 2 at the CLI
+        sample_main([f"run={finished_run}"])
+    assert str(other.value) == (
+        "this checkpoint's task is Classification, not a language model: "
         "sample needs a run trained with task=language_model"
-    ]
+    )
     with pytest.raises(CheckpointError, match=r"^prompt: characters not in the vocabulary: '€'$"):
         sample_main([f"run={lm_run}", "prompt=€"])
     with pytest.raises(CheckpointError, match="length=ten: not a valid int"):
