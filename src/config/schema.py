@@ -85,8 +85,8 @@ class SequenceDataConfig:
 class TextDataConfig:
     _target_: str = "src.data.text.build_loaders"  # reads, encodes and windows the text once
     path: str | None = None  # a UTF-8 text file; None: Python's pydoc topics (465k characters)
-    block_size: int = 128  # characters of context per window (the model's block_size follows it)
-    batch_size: int = 64  # global training batch, in windows, split evenly across DDP ranks
+    block_size: int = 64  # characters of context per window (the model's block_size follows it)
+    batch_size: int = 32  # global training batch, in windows, split evenly across DDP ranks
     eval_batch_size: int = 256  # windows per validation and test batch
     val_fraction: float = 0.05  # the corpus is split in order: train, validation, then test
     test_fraction: float = 0.05  # share of the corpus for the test, at its end
