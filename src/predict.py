@@ -10,7 +10,8 @@ recorded in the checkpoint (`data_info`: channels, image size, mean and std for 
 image PIL reads (PNG, JPEG, ...; any size, colour or not, 8 or 16 bits) is converted to that
 input. Images may come from anywhere: files that are not images, are broken, or have more than
 `predict.max_pixels` pixels (a decompression bomb) are skipped with one line each, unread. The
-CSV goes to `<run dir>/predictions.csv` unless `out=` says otherwise.
+CSV goes to `<run dir>/predict/<checkpoint name>/<input name>.csv` unless `out=` says otherwise, so
+predictions of different checkpoints or inputs never replace each other.
 """
 
 from __future__ import annotations
@@ -151,6 +152,12 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def default_out(ckpt: Path, source: Path) -> Path:
+    """One file per (checkpoint, input): `best.pt` and `step-*.pt`, or two folders, never clash."""
+    folder = (run_dir_of(ckpt) or ckpt.resolve().parent) / "predict" / ckpt.stem
+    return folder / f"{source.resolve().stem or 'root'}.csv"
+
+
 def main(argv: list[str]) -> list[dict[str, Any]]:
     ckpt, source, out, max_pixels, overrides = parse_args(argv)
     trained = load_trained(ckpt, overrides)
@@ -158,7 +165,7 @@ def main(argv: list[str]) -> list[dict[str, Any]]:
         rows = predict(trained, source, max_pixels)
     except NotImplementedError as err:  # the task has no prediction to make
         raise CheckpointError(str(err)) from err
-    out = out or (run_dir_of(ckpt) or ckpt.resolve().parent) / "predictions.csv"
+    out = out or default_out(ckpt, source)
     write_csv(out, rows)
     print(f"{len(rows)} predictions -> {out}")
     return rows

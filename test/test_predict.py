@@ -60,7 +60,9 @@ def test_make_predict_classifies_png_and_jpeg_and_skips_text(
             printed[Path(parts[0]).name] = int(parts[1])
             assert 0.0 < float(parts[2]) <= 1.0
     assert printed == expected
-    with open(checkpoint.parent.parent / "predictions.csv") as handle:
+    out = checkpoint.parent.parent / "predict" / checkpoint.stem / f"{folder.name}.csv"
+    assert f"-> {out}" in result.stdout
+    with open(out) as handle:
         rows = list(csv.DictReader(handle))
     assert {Path(r["file"]).name: int(r["class"]) for r in rows} == expected
 
@@ -117,3 +119,13 @@ def test_predict_skips_a_decompression_bomb_and_reads_16_bit_grey(
     assert float(rows["deep0.png"]["probability"]) == pytest.approx(
         float(rows["flat0.png"]["probability"]), abs=1e-3
     )
+
+
+def test_default_outputs_of_two_checkpoints_or_two_inputs_never_clash(tmp_path: Path) -> None:
+    from src.predict import default_out
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    best, step = run / "checkpoints" / "best.pt", run / "checkpoints" / "step-4.pt"
+    outs = {default_out(c, tmp_path / i) for c in (best, step) for i in ("cats", "dogs.png")}
+    assert len(outs) == 4 and all(o.is_relative_to(run / "predict") for o in outs)

@@ -40,7 +40,7 @@ RUN_FILES = (
     "checkpoints",
     "eval",
     "profile",
-    "predictions.csv",
+    "predict",
     "environment.json",
     "git.txt",
     "git.diff",
