@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import numpy as np
 
 from src.data.idx import write_idx
@@ -15,21 +15,33 @@ from src.data.idx import write_idx
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(
-    *args: str, module: str = "src.main", timeout: float = 300, **kwargs: Any
-) -> subprocess.CompletedProcess:
-    """Run the real command line (`python -m src.main ...`) in a subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI run: this repository importable, output unbuffered."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **extra}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=kwargs.pop("cwd", REPO),
-        env={**env, **kwargs.pop("env", {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
+    return env
+
+
+def run_cli(
+    *args: str,
+    module: str = "src.main",
+    timeout: float = 300,
+    cwd: str | Path = REPO,
+    env: dict[str, str] | None = None,
+    fresh: bool = False,
+    max_file_size: int = 0,
+) -> subprocess.CompletedProcess:
+    """Run the real command line (`python -m src.main ...`) in its own process (test/forkserver.py
+    forks it from an interpreter that has already imported the project; `fresh`: not)."""
+    env = cli_env(**(env or {}))
+    proc = forkserver.start(module, list(args), cwd, env, fresh=fresh, max_file_size=max_file_size)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode or 0, out, err)
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

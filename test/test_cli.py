@@ -70,6 +70,7 @@ def test_compile_without_a_working_compiler_is_one_line_before_any_work(
         f"hydra.run.dir={tmp_path / 'run'}",
         f"data.root={tmp_path / 'no-data'}",  # it stops before looking for data
         env={"CXX": str(tmp_path / "no-such-compiler")},
+        fresh=True,  # torch reads CXX when it is imported
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

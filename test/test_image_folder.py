@@ -6,10 +6,9 @@ import json
 import logging
 import multiprocessing
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import forkserver
 import numpy as np
 import pytest
 import torch
@@ -162,14 +161,7 @@ def test_bad_folders_exit_2_with_one_line_and_write_nothing_but_the_cache(tmp_pa
         run_dir = tmp_path / "runs" / name.replace(" ", "_")
         args = ["data=image_folder", f"data.root={cases[name][0]}", f"hydra.run.dir={run_dir}"]
         args += [f"data.cache_dir={tmp_path / 'cache'}", "device=cpu"]
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "src.main", *args],
-            cwd=tmp_path,
-            env=env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        procs[name] = forkserver.start("src.main", args, tmp_path, env)
     before = {p: p.read_bytes() for p in (tmp_path / "folders").rglob("*.png") if p.is_file()}
     lines = {}
     for name, proc in procs.items():

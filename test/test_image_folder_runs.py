@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pytest
 import torch
 
@@ -48,16 +49,9 @@ def overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def spawn(*args: str) -> subprocess.Popen:
+def spawn(*args: str) -> forkserver.Started:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **ONE_THREAD}
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.main", *args],
-        cwd=REPO,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    return forkserver.start("src.main", list(args), REPO, env, capture="merged")
 
 
 def wait_for_step(run_dir: Path, step: int, timeout: float = 120.0) -> None:

@@ -9,10 +9,10 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import forkserver
 import pytest
 import torch
 
@@ -33,16 +33,9 @@ def exact_overrides(data_root: Path, run_dir: Path) -> list[str]:
     ]
 
 
-def spawn(*args: str) -> subprocess.Popen:
+def spawn(*args: str) -> forkserver.Started:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.main", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return forkserver.start("src.main", list(args), REPO, env, capture="merged")
 
 
 def logged_steps(run_dir: Path) -> int:

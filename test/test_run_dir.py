@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import forkserver
+
 from helpers import REPO, tiny_overrides
 
 
@@ -37,14 +39,7 @@ def test_two_launches_in_the_same_second_and_folder_one_trains_the_other_is_refu
     args += ["data.batch_size=10", "runner.max_steps=60"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RUN_STAMP": "same-second"}
     run_dir = tmp_path / "same-second"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "src.main", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = forkserver.start("src.main", args, REPO, env, capture="merged")
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "metrics.csv").is_file() and time.monotonic() < deadline:

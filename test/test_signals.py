@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import forkserver
 import pytest
 
 from helpers import REPO, tiny_overrides
@@ -56,18 +57,11 @@ def test_previous_handlers_are_restored() -> None:
 
 
 # ------------------------------------------------------------------ the real CLI, by phase
-def spawn(*args: str, **env: str) -> subprocess.Popen:
+def spawn(*args: str, **env: str) -> forkserver.Started:
     """The CLI through test/ddp_probe.py (EVAL_DELAY_S slows every evaluation batch)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     full_env["PYTHONPATH"] = os.pathsep.join([str(REPO / "test"), str(REPO)])
-    return subprocess.Popen(
-        [sys.executable, "-m", "ddp_probe", *args],
-        cwd=REPO,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return forkserver.start("ddp_probe", list(args), REPO, full_env)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
