@@ -7,7 +7,7 @@ SWEEP ?= grid
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval predict sample export-mnist new-project bench sweep summary tensorboard test lint docs format clean
+.PHONY: help install install-conda run eval predict sample export export-mnist new-project bench sweep summary tensorboard test lint docs format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ predict:  ## classify images: make predict CKPT=<file.pt> INPUT=<image or folder
 sample:  ## continue a prompt with a language model: make sample CKPT=<file.pt> PROMPT="def " [ARGS="length=1000"]
 	@test -n "$(CKPT)$(RUN)" || { echo "usage: make sample CKPT=<file.pt> | RUN=<run dir> [PROMPT=...] [ARGS=...]"; exit 2; }
 	$(PY) -m src.sample $(if $(CKPT),ckpt=$(CKPT),run=$(RUN)) $(if $(PROMPT),prompt="$$PROMPT") $(ARGS)
+
+export:  ## export a checkpoint for inference (safetensors + JSON, ONNX): make export RUN=<run dir> | CKPT=<file.pt>
+	@test -n "$(CKPT)$(RUN)" || { echo "usage: make export CKPT=<file.pt> | RUN=<run dir> [ARGS=...]"; exit 2; }
+	$(PY) -m src.export $(if $(CKPT),ckpt=$(CKPT),run=$(RUN)) $(ARGS)
 
 export-mnist:  ## MNIST as PNG class folders, to try data=image_folder (make export-mnist DEST=data/mnist_png)
 	$(PY) -m src.data.export_mnist $(or $(DEST),data/mnist_png)
