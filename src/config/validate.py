@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from src.common.errors import UserError
+from src.common.errors import InvalidValue, UserError
+from src.data.folds import check_folds
 
 # key -> (smallest allowed value, whether the bound itself is allowed)
 LOWER_BOUNDS = {
@@ -66,12 +67,25 @@ def config_problems(cfg: Any) -> list[str]:
         value = _get(cfg, key)
         if value is not None and (value > high or (value == high and not inclusive)):
             problems.append(f"{key} must be {'<=' if inclusive else '<'} {high} (got {value})")
+    problems += _fold_problems(cfg)
     monitor = str(_get(cfg, "runner.monitor"))
     if not monitor.startswith("val/"):
         problems.append(
             f"runner.monitor must be a validation metric like val/loss (got {monitor!r})"
         )
     return problems
+
+
+def _fold_problems(cfg: Any) -> list[str]:
+    """data.folds 0 or >= 2, data.fold one of them (the data checks the training set's size)."""
+    folds, fold = _get(cfg, "data.folds"), _get(cfg, "data.fold")
+    if not isinstance(folds, int) or not isinstance(fold, int):
+        return []
+    try:
+        check_folds(folds, fold)
+    except InvalidValue as err:
+        return [str(err)]
+    return []
 
 
 def check_config(cfg: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from src.common.errors import InvalidValue
+from src.data.folds import carve_validation
 from src.data.seeded import epoch_permutation
 
 Batch = Any
@@ -96,13 +97,16 @@ class InMemoryLoader:
 
 
 def split_train_val(
-    inputs: torch.Tensor, targets: torch.Tensor, val_size: int, seed: int
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    val_size: int,
+    seed: int,
+    folds: int = 0,
+    fold: int = 0,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Carve a fixed random validation set out of the training set."""
-    if not 0 <= val_size < len(inputs):
-        raise InvalidValue(f"val_size {val_size} must be in [0, {len(inputs)})")
-    order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
-    val, train = order[:val_size], order[val_size:]
+    """Carve a fixed random validation set, or fold `fold` of `folds`, out of the training set
+    (src/data/folds.py)."""
+    train, val = carve_validation(len(inputs), val_size, seed, folds, fold)
     return (inputs[train], targets[train]), (inputs[val], targets[val])
 
 

@@ -37,6 +37,8 @@ def build_loaders(
     verify_md5: bool = True,
     mean: float = MNIST_MEAN,
     std: float = MNIST_STD,
+    folds: int = 0,
+    fold: int = 0,
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -45,11 +47,14 @@ def build_loaders(
     dataset_cls: Any = MNIST,
     md5: dict[str, str] | None = MNIST_MD5,
 ) -> Loaders:
-    """Prepare the files, decode them once, and cut train/val/test loaders from the tensors."""
+    """Prepare the files, decode them once, and cut train/val/test loaders from the tensors;
+    validation is `val_size` training images, or fold `fold` of `folds` (K-fold)."""
     prepare_raw_files(dataset_cls, root, md5 if verify_md5 else None, download)
     train_x, train_y = load_tensors(dataset_cls, root, train=True)
     test_x, test_y = load_tensors(dataset_cls, root, train=False)
-    (train_x, train_y), (val_x, val_y) = split_train_val(train_x, train_y, val_size, split_seed)
+    (train_x, train_y), (val_x, val_y) = split_train_val(
+        train_x, train_y, val_size, split_seed, folds, fold
+    )
     if torch.device(device).type == "cuda":  # 55 MB of uint8: live on the GPU, no copies per step
         train_x, train_y, val_x, val_y, test_x, test_y = (
             t.to(device) for t in (train_x, train_y, val_x, val_y, test_x, test_y)
@@ -62,14 +67,8 @@ def build_loaders(
         )
 
     side = int(train_x.shape[-1])
-    info = {
-        "num_classes": len(dataset_cls.classes),
-        "in_channels": 1,
-        "image_size": side,
-        "in_features": side * side,
-        "mean": mean,
-        "std": std,
-    }
+    info: dict[str, Any] = {"num_classes": len(dataset_cls.classes), "in_channels": 1}
+    info |= {"image_size": side, "in_features": side * side, "mean": mean, "std": std}
     return Loaders(
         train=loader(train_x, train_y, batch_size, shuffle=True),
         val=loader(val_x, val_y, eval_batch_size, shuffle=False),

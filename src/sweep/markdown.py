@@ -15,6 +15,7 @@ from src.sweep.table import (
     metric_keys,
     monitor_key,
     rank,
+    repeated_over,
     swept_keys,
 )
 
@@ -31,10 +32,11 @@ def summary_markdown(
     common = _common_overrides(trials, keys)
     if common:
         lines.append(f"Same in every trial: {common}.")
-    lines += ["", *_verdict(ranked, groups, keys, monitor), ""]
+    lines += ["", *_verdict(ranked, groups, keys, monitor, repeated_over(trials)), ""]
     lines += _trial_table(ranked, keys, [monitor, *metric_keys(trials)])
     if groups:
-        lines += ["", "## Grouped over seeds (mean ± std, n = completed trials)", ""]
+        over = repeated_over(trials)
+        lines += ["", f"## Grouped over {over} (mean ± std, n = completed trials)", ""]
         lines += _group_table(groups, grouped_metrics(trials))
     failed = [t for t in trials if t.status != "completed"]
     if failed:
@@ -46,7 +48,9 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _verdict(ranked: list[Trial], groups: list[Group], keys: list[str], monitor: str) -> list[str]:
+def _verdict(
+    ranked: list[Trial], groups: list[Group], keys: list[str], monitor: str, over: str
+) -> list[str]:
     scored = [t for t in ranked if t.score is not None]
     if not scored:
         return ["No trial completed."]
@@ -63,7 +67,10 @@ def _verdict(ranked: list[Trial], groups: list[Group], keys: list[str], monitor:
     if done:
         top = done[0]
         mean, std = top.stat(monitor)
-        text = f"**Best setting over seeds:** {_setting(top.values, list(top.values))}, "
+        if top.values:
+            text = f"**Best setting over {over}:** {_setting(top.values, list(top.values))}, "
+        else:  # one setting repeated: nothing to compare it with
+            text = f"**Over {over}:** "
         text += f"{monitor} {mean_std((mean, std))} (n={len(top.trials)})"
         if len(done) > 1:
             gap = abs((mean or 0.0) - (done[1].stat(monitor)[0] or 0.0))

@@ -1,9 +1,9 @@
 """summary.png: the monitored metric against each swept parameter, and the trials' curves.
 
 One panel per swept override (a log axis when its values are spaced geometrically, e.g. learning
-rates; categories for words such as model=cnn,mlp), each setting a dot (the mean over its seeds,
-with an error bar) and the mean per value a line; the last panel overlays the trials' validation
-curves of the monitored metric, or their training loss when each validated only once.
+rates; categories for words such as model=cnn,mlp), each setting a dot (the mean over its seeds
+or folds, with an error bar) and the mean per value a line; the last panel overlays the trials'
+validation curves of the monitored metric, or their training loss when each validated only once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from src.common.files import atomic_open
 from src.sweep.collect import Trial, as_number
-from src.sweep.table import SEED_KEYS
+from src.sweep.table import REPEAT_KEYS, repeated_over
 
 MAX_LEGEND = 10  # more curves than this: no legend (it would hide the plot)
 
@@ -35,8 +35,8 @@ def _spread(steps: np.ndarray) -> float:
 
 
 def plot_summary(trials: list[Trial], keys: list[str], out_png: Path) -> Path:
-    """One panel per swept parameter (seeds are repeats, not a parameter: each setting is its
-    mean over seeds, with the standard deviation as an error bar), then the curves panel."""
+    """One panel per swept parameter (seeds and folds are repeats, not a parameter: each setting
+    is its mean over them, with the standard deviation as an error bar), then the curves panel."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; imported here so that Hydra's callback loads fast
@@ -49,8 +49,9 @@ def plot_summary(trials: list[Trial], keys: list[str], out_png: Path) -> Path:
     )
     monitor = f"best/{trials[0].monitor}" if trials else "best"
     settings = _mean_over_seeds(done, axes_keys)
+    label = f"{monitor} (mean ± std over {repeated_over(trials)})"
     for ax, key in zip(axes[0], axes_keys):
-        _metric_against(ax, settings, key, monitor)
+        _metric_against(ax, settings, key, monitor, label)
     _curves(axes[0][-1], done, axes_keys, trials[0].monitor if trials else "val")
     if not done:
         fig.suptitle("no trial completed")
@@ -62,15 +63,16 @@ def plot_summary(trials: list[Trial], keys: list[str], out_png: Path) -> Path:
 
 
 def panel_keys(keys: list[str]) -> list[str]:
-    """The swept keys that get a panel: all but the seeds, which are averaged over instead."""
-    return [k for k in keys if k not in SEED_KEYS]
+    """The swept keys that get a panel: all but seeds and folds, which are averaged over."""
+    return [k for k in keys if k not in REPEAT_KEYS]
 
 
-Setting = tuple[dict[str, str], float, float]  # overrides, mean score, std over seeds (0 if one)
+Setting = tuple[dict[str, str], float, float]  # overrides, mean score, std over repeats (0: one)
 
 
 def _mean_over_seeds(trials: list[Trial], keys: list[str]) -> list[Setting]:
-    """Trials that differ only in their seed, as one point: mean and std of their scores."""
+    """Trials that differ only in their seed or fold, as one point: mean and std of their
+    scores."""
     groups: dict[tuple[str, ...], list[Trial]] = {}
     for t in trials:
         groups.setdefault(tuple(t.overrides.get(k, "") for k in keys), []).append(t)
@@ -82,7 +84,7 @@ def _mean_over_seeds(trials: list[Trial], keys: list[str]) -> list[Setting]:
     return settings
 
 
-def _metric_against(ax, settings: list[Setting], key: str, monitor: str) -> None:
+def _metric_against(ax, settings: list[Setting], key: str, monitor: str, label: str) -> None:
     raw = [overrides.get(key, "") for overrides, _, _ in settings]
     numbers = [as_number(v) for v in raw]
     means = [mean for _, mean, _ in settings]
@@ -106,7 +108,7 @@ def _metric_against(ax, settings: list[Setting], key: str, monitor: str) -> None
     if len(trend) > 1:
         ax.plot(*zip(*trend), "-", alpha=0.6)
     ax.set_xlabel(key)
-    ax.set_ylabel(monitor + (" (mean ± std over seeds)" if any(stds) else ""))
+    ax.set_ylabel(label if any(stds) else monitor)
     ax.grid(alpha=0.3)
 
 

@@ -27,7 +27,7 @@ from src.common.files import atomic_open, atomic_path
 from src.sweep.collect import Trial, collect
 from src.sweep.markdown import summary_markdown
 from src.sweep.table import (
-    group_by_seed,
+    group_repeats,
     grouped_metrics,
     swept_keys,
     write_csv,
@@ -43,7 +43,7 @@ def write_summary(sweep_dir: str | Path) -> list[Path]:
     trials = collect(sweep_dir)
     if not trials:
         return []
-    groups = group_by_seed(trials)
+    groups = group_repeats(trials)
     written = [write_csv(sweep_dir / "summary.csv", trials)]
     if groups:
         names = grouped_metrics(trials)

@@ -2,8 +2,9 @@
 
 The metric columns are whatever the trials report (`test/<name>` in results.json, the last
 validation row's `val/<name>` in metrics.csv), so a task of one's own shows its own metrics.
-When a setting was repeated over seeds, the trials are grouped by every other swept override
-and reported as mean ± sample standard deviation (n - 1) with their count.
+When a setting was repeated over seeds or over the folds of a K-fold split (`data.fold`), the
+trials are grouped by every other swept override and reported as mean ± sample standard
+deviation (n - 1) with their count.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from src.reporting.numbers import show
 from src.sweep.collect import Trial
 
 RUN_FIELDS = ["epochs", "steps", "wall_time_s"]
-SEED_KEYS = ("seed",)  # overrides that repeat a setting rather than change it
+# Overrides that repeat a setting rather than change it, and what the summary calls them.
+REPEAT_KEYS = {"seed": "seeds", "data.fold": "folds"}
 
 
 @dataclass
 class Group:
-    values: dict[str, str]  # the swept overrides the trials share (all but the seed)
+    values: dict[str, str]  # the swept overrides the trials share (all but seed and fold)
     trials: list[Trial]  # the completed ones
     failed: int
 
@@ -85,8 +87,15 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def group_by_seed(trials: list[Trial], ignore: tuple[str, ...] = SEED_KEYS) -> list[Group]:
-    """Trials that differ only in `ignore`; empty unless some setting ran more than once."""
+def repeated_over(trials: list[Trial]) -> str:
+    """What the grouped trials repeat over: 'seeds', 'folds' or 'seeds and folds'."""
+    swept = swept_keys(trials)
+    return " and ".join(name for key, name in REPEAT_KEYS.items() if key in swept) or "seeds"
+
+
+def group_repeats(trials: list[Trial], ignore: tuple[str, ...] = tuple(REPEAT_KEYS)) -> list[Group]:
+    """Trials that differ only in `ignore` (seed, fold); empty unless some setting ran more than
+    once."""
     keys = [k for k in swept_keys(trials) if k not in ignore]
     if not any(k in ignore for k in swept_keys(trials)):
         return []
