@@ -8,14 +8,19 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from helpers import run_cli, sweep_overrides
+from helpers import run_cli, sweep_overrides, write_image_folder
 from src.common.errors import InvalidValue
 from src.config.validate import config_problems
 from src.data.folds import carve_validation
+from src.data.idx import DataError
+from src.data.image_files import TEST, scan_folder
+from src.data.image_folder import build_loaders as image_loaders
+from src.data.image_folder import carve, carve_fold
 from src.data.mnist import build_loaders
 
 
@@ -92,3 +97,33 @@ def test_a_kfold_sweep_crossed_with_a_grid_reports_mean_and_std_over_folds(
     assert "## Grouped over folds (mean ± std, n = completed trials)" in text
     best = max(by_hand, key=lambda lr: statistics.fmean(by_hand[lr]["best/val/acc"]))
     assert f"**Best setting over folds:** `optimizer.lr={best}`" in text
+
+
+def test_an_image_folder_cross_validates_over_its_carves_and_keeps_its_test_set(
+    tmp_path: Path,
+) -> None:
+    root = write_image_folder(tmp_path / "images", per_class=10)  # 30 images, 3 classes
+    scan, usable = scan_folder(root), np.ones(30, dtype=bool)
+    plain = carve(scan, usable, 6, 6, split_seed=0)
+    vals = []
+    for fold in range(4):
+        train, val = carve_fold(scan, plain, 4, fold, split_seed=0)
+        assert sorted([*train, *val, *plain[TEST]]) == list(range(30))
+        vals.append(set(val.tolist()))
+    assert set().union(*vals) == set(range(30)) - set(plain[TEST]) and sum(map(len, vals)) == 24
+
+    data = image_loaders(
+        str(root),
+        4,
+        10,
+        val_size=6,
+        test_size=6,
+        folds=4,
+        fold=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert sum(len(y) for _, y in data.val) == 6 and sum(len(y) for _, y in data.test) == 6
+    write_image_folder(tmp_path / "split" / "train", per_class=4)
+    write_image_folder(tmp_path / "split" / "val", per_class=2)
+    with pytest.raises(DataError, match="needs validation carved from train"):
+        image_loaders(str(tmp_path / "split"), 4, 10, folds=3, cache_dir=str(tmp_path / "c2"))

@@ -61,6 +61,8 @@ class ImageFolderConfig:
     val_size: float = 0.1  # carved from train when there is no val/: < 1 a fraction, else a count
     test_size: float = 0.1  # carved from train when there is no test/: the same
     split_seed: int = 0  # fixes the carved splits
+    folds: int = 0  # K >= 2: K-fold cross-validation over train + the val carve (test unchanged)
+    fold: int = 0  # the fold that validates, 0..folds-1 (sweep=kfold runs each)
     mean: list[float] | None = None  # per-channel mean of [0, 1] pixels (None: of train images)
     std: list[float] | None = None  # per-channel std (None: of the training images)
     augment: AugmentOptions = field(default_factory=AugmentOptions)  # random training changes

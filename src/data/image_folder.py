@@ -1,7 +1,8 @@
 """`data=image_folder`: a folder of one's own images -> loaders, through the decoded cache.
 
     scan the folder (image_files.py)  ->  decode once into a uint8 cache (image_cache.py)
-    -> carve val/test with a fixed seed  ->  DataLoader workers gather batches from the cache
+    -> carve val/test with a fixed seed (or val as one fold of K: data.folds, data.fold)
+    -> DataLoader workers gather batches from the cache
     -> augment + normalise each batch (augment.py): in the workers on a CPU machine, on the GPU
        otherwise; or per sample with torchvision v2 transforms (`augment.mode=per_sample`)
 
@@ -24,6 +25,7 @@ from torch.utils.data import Dataset
 
 from src.data.augment import AugmentMode, AugmentOptions, BatchImages, torchvision_transforms
 from src.data.dataloader import DataLoaderOptions, KeyedDataset, OnDevice, SeededDataLoader
+from src.data.folds import carve_validation
 from src.data.idx import DataError
 from src.data.image_cache import ImageCache, open_cache
 from src.data.image_files import (
@@ -95,6 +97,8 @@ def build_loaders(
     val_size: float = 0.1,
     test_size: float = 0.1,
     split_seed: int = 0,
+    folds: int = 0,
+    fold: int = 0,
     mean: list[float] | None = None,
     std: list[float] | None = None,
     augment: Any = DEFAULT_AUGMENT,
@@ -117,6 +121,8 @@ def build_loaders(
     cache = open_cache(scan, channels, image_size, cache_dir, options)
     usable = _usable(scan, cache, CorruptFiles(on_corrupt))
     rows = carve(scan, usable, val_size, test_size, split_seed)
+    if folds:
+        rows[TRAIN], rows[VAL] = carve_fold(scan, rows, folds, fold, split_seed)
     if len(rows[TRAIN]) < batch_size:
         raise DataError(
             f"{root}: {len(rows[TRAIN])} training images, fewer than data.batch_size={batch_size}"
@@ -225,6 +231,20 @@ def carve(
         begin += count
     rows[TRAIN] = np.sort(order[begin:])
     return rows
+
+
+def carve_fold(
+    scan: FolderScan, rows: dict[int, np.ndarray], folds: int, fold: int, split_seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """K-fold: the rows of `carve`'s train and val, cut into `folds` folds; fold `fold`
+    validates. The test rows stay those of the plain carve, so every fold tests alike."""
+    if VAL in scan.split_folders:
+        raise DataError(
+            f"data.folds={folds} needs validation carved from train, not {scan.root}/val"
+        )
+    pool = np.sort(np.concatenate([rows[TRAIN], rows[VAL]]))
+    train, val = carve_validation(len(pool), 0, split_seed, folds, fold)
+    return np.sort(pool[train.numpy()]), np.sort(pool[val.numpy()])
 
 
 def _usable(scan: FolderScan, cache: ImageCache, policy: CorruptFiles) -> np.ndarray:
