@@ -100,3 +100,11 @@ def test_a_model_that_cannot_be_exported_gets_one_line(runs: dict[str, Path]) ->
     assert lines[0].startswith("error: MLP cannot be exported to ONNX: ")
     assert "nothing written; onnx=false exports the weights alone" in lines[0]
     assert [p.name for p in runs["mlp"].iterdir() if "elsewhere" in p.name] == []
+
+
+def test_onnx_false_exports_the_weights_alone(runs: dict[str, Path], tmp_path: Path) -> None:
+    description = main(
+        [f"ckpt={runs['cnn'] / 'checkpoints' / 'last.pt'}", f"out={tmp_path / 'w'}", "onnx=false"]
+    )
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["model.json", "model.safetensors"]
+    assert "onnx" not in description and description["weights"]["parity"]["exact"]
