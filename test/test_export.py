@@ -26,12 +26,26 @@ TASKS = {  # every shipped model, under the task that trains it
     "mlp": ["model=mlp"],
     "autoencoder": ["task=reconstruction"],
     "seq_pool": [*SEQUENCES, "model=seq_pool", "data.batch_size=20", "data.eval_batch_size=30"],
+    "char_transformer": [
+        "task=language_model",
+        "data.block_size=16",
+        "data.batch_size=8",
+        "data.eval_batch_size=16",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=16",
+    ],
 }
 
 
 def overrides(name: str, data_root: Path, run_dir: Path) -> list[str]:
+    own_data = ["device=cpu", "runner.progress=log", f"hydra.run.dir={run_dir}", *TASKS[name]]
     if name == "seq_pool":  # data generated in memory: no files, none of their keys
-        return ["device=cpu", "runner.progress=log", f"hydra.run.dir={run_dir}", *TASKS[name]]
+        return own_data
+    if name == "char_transformer":  # a text of its own: about 3k characters of Python
+        corpus = run_dir.parent / "corpus.txt"
+        corpus.write_text("".join(f"def f{i}(x):\n    return x * {i % 7}\n" for i in range(100)))
+        return [*own_data, f"data.path={corpus}"]
     return [*tiny_overrides(data_root, run_dir), *TASKS[name]]
 
 
