@@ -25,6 +25,7 @@ from src.common.errors import one_line
 from src.config.validate import ConfigError
 from src.data.loaders import Loaders
 from src.launch.distributed import World, barrier
+from src.reporting.trackers import Tracker, check_installed
 from src.task.base import Task
 from src.training.callbacks import Callback
 from src.training.early_stopping import EarlyStopping
@@ -85,6 +86,17 @@ def build_task(cfg: DictConfig) -> Task:
             f"it reports {', '.join(known)}"
         )
     return task
+
+
+def build_trackers(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> list[Tracker]:
+    """The trackers `logger=[...]` chooses (nothing imported or started yet); a chosen tracker
+    that is not installed stops the run here, before any work, with one line."""
+    trackers: list[Tracker] = []
+    for node in (cfg.get("logger") or {}).values():
+        log.info("Instantiating logger <%s>", node._target_)
+        trackers.append(build(node, run_dir=run_dir, sweep_dir=sweep_dir, _convert_="all"))
+    check_installed(trackers)
+    return trackers
 
 
 def build_loaders(cfg: DictConfig, device: torch.device, world: World) -> Loaders:

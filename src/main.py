@@ -40,7 +40,7 @@ from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
 from src.reporting.records import RecordWriter
 from src.reporting.results import final_line, write_results
-from src.reporting.tensorboard import flatten
+from src.reporting.trackers import Tracker, flatten, saved_run_ids
 from src.runner import Runner
 from src.sweep.trial import monitored_value, run_trial
 from src.task.base import Task
@@ -69,31 +69,34 @@ def train(
     records_dir: Path | None = None,
     tags: dict[str, Any] | None = None,
     on_training: Callable[[], None] = lambda: None,
+    sweep_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Build everything from the config, fit, test; return the results written to results.json.
 
     Signals are handled for the whole run (docs/reliability.md): until training begins there is
     nothing to save and a signal stops at once; from `on_training()` on, the loop finishes its
     step (or evaluation batch), writes last.pt and stops. `tags` are stored in results.json as
-    they are (a sweep trial's identity, see src/sweep).
+    they are (a sweep trial's identity, see src/sweep); a trial's trackers group it with the
+    other trials of `sweep_dir`.
     """
     started = time.perf_counter()
     with StopRequest(immediate=True) as stop:
         check_config(cfg)
         build.check_compile(cfg)
         task = build.build_task(cfg)  # checks runner.monitor against the task's metric names
+        trackers = build.build_trackers(cfg, run_dir, sweep_dir)  # not installed: one line
         world = world_from_env()
         device = resolve_device(cfg.device, world)
         records = RecordWriter(records_dir or run_dir, device, enabled=world.is_main)
         try:
-            runner, data = set_up(cfg, task, run_dir, world, device, started)
+            runner, data = set_up(cfg, task, trackers, run_dir, world, device, started)
         except BaseException:
             records.join()  # a failed start is undone by the caller once the records are written
             raise
         runner.stop = stop
         stop.defer()
         on_training()
-        try:
+        with runner.logger.tracking(hparams(cfg)):  # closing waits for the trackers' queues
             profiling = (
                 debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
             )
@@ -102,9 +105,7 @@ def train(
             results = overfit_report(runner, data.train) if cfg.runner.overfit_batches > 0 else {}
             results |= runner.test(data.test)
             results |= run_summary(runner, cfg, data.train) | (tags or {})
-            runner.logger.log_hparams(hparams(cfg), final_metrics(results), runner.state.step)
-        finally:
-            runner.logger.close()  # waits for TensorBoard's thread to write what is queued
+            runner.logger.log_results(results, runner.state.step)
         if world.is_main:
             records.join()
             write_results(run_dir, results)
@@ -115,6 +116,7 @@ def train(
 def set_up(
     cfg: DictConfig,
     task: Task,
+    trackers: list[Tracker],
     run_dir: Path,
     world: World,
     device: torch.device,
@@ -124,6 +126,11 @@ def set_up(
     init_distributed(world, device)
     seed_everything(cfg.seed)
     plan = resume_plan(cfg, run_dir, device)  # a changed run is refused before data preparation
+    # The trackers import on their own threads while the data loads; a resumed run's trackers
+    # reopen the runs its checkpoint names.
+    resumed = saved_run_ids(plan.payload.get("trackers")) if plan is not None else None
+    columns = [*task.metric_names, "lr", "samples_per_s"]
+    logger = MetricLogger(run_dir, columns, world.is_main, trackers, resumed)
     data = build.build_loaders(cfg, device, world)
     build.fill_from_data(cfg, data.info)
     if plan is not None:
@@ -131,7 +138,9 @@ def set_up(
     if cfg.runner.overfit_batches > 0:
         data.train = debug.RepeatBatches(data.train, cfg.runner.overfit_batches)
     total_steps = build.check_trains(cfg, len(data.train))
-    runner = build_runner(cfg, task, data, run_dir, world, device, started, plan, total_steps)
+    runner = build_runner(
+        cfg, task, data, logger, run_dir, world, device, started, plan, total_steps
+    )
     if cfg.resume and plan is None:  # resume=auto found nothing here: this run starts over
         runner.logger.truncate_after(0)  # rows an attempt that never checkpointed left behind
     return runner, data
@@ -141,6 +150,7 @@ def build_runner(
     cfg: DictConfig,
     task: Task,
     data: Loaders,
+    logger: MetricLogger,
     run_dir: Path,
     world: World,
     device: torch.device,
@@ -164,7 +174,7 @@ def build_runner(
         if plan.keeps_moments:
             load_optimizer_moments(optimizer, plan.payload["optimizer"])
     checkpoints = world.is_main and cfg.runner.checkpoints
-    columns = [*task.metric_names, "lr", "samples_per_s"]
+    extra = {"config": config, "data_info": data.info, "schedule": schedule}
     runner = Runner(
         model,
         optimizer,
@@ -174,10 +184,10 @@ def build_runner(
         state=TrainState(),
         options=RunnerOptions(**{k: cfg.runner[k] for k in RunnerOptions.__dataclass_fields__}),
         checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, checkpoints),
-        logger=MetricLogger(run_dir, columns, enabled=world.is_main),
+        logger=logger,
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
-        checkpoint_extra={"config": config, "data_info": data.info, "schedule": schedule},
+        checkpoint_extra=extra | {"trackers": logger.run_ids},  # resumes continue tracker runs
         callbacks=callbacks,
         started=started,
     )
@@ -238,11 +248,6 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not k.endswith("_partial_")}
 
 
-def final_metrics(results: dict[str, Any]) -> dict[str, Any]:
-    """The numbers TensorBoard shows beside the hyperparameters: test and best validation."""
-    return {k: v for k, v in results.items() if k.startswith(("test/", "best/val/"))}
-
-
 @hydra.main(version_base="1.3", config_path="config", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra's entry point; returns the monitored metric so sweepers can optimise it."""
@@ -254,7 +259,9 @@ def main(cfg: DictConfig) -> float:
     try:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # skip a finished trial, record a failed one
             overrides = list(hydra_cfg.overrides.task)
-            return run_trial(cfg, run_dir, overrides, lambda tags: train(cfg, run_dir, tags=tags))
+            sweep_dir = Path(hydra_cfg.sweep.dir)
+            trial = lambda tags: train(cfg, run_dir, tags=tags, sweep_dir=sweep_dir)  # noqa: E731
+            return run_trial(cfg, run_dir, overrides, trial)
         # A start that fails (bad input, a signal before training) leaves the folder as it was.
         with cli.one_line_errors(), UndoFailedStart() as start:
             results = train(cfg, run_dir, records_dir, on_training=start.training_began)

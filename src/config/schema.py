@@ -234,6 +234,11 @@ class RunnerConfig(RunnerOptions):
 
 
 @dataclass
+class TensorBoardConfig:
+    _target_: str = "src.reporting.tensorboard.TensorBoardTracker"  # event files in the run dir
+
+
+@dataclass
 class PredictConfig:
     """`python -m src.predict` (these keys come from its command line, never a checkpoint)."""
 
@@ -253,6 +258,7 @@ class Config:
     optimizer: Any = MISSING  # an optimizer schema
     scheduler: Any = None  # null = constant learning rate
     runner: RunnerConfig = MISSING  # how the loop runs
+    logger: dict[str, Any] = field(default_factory=dict)  # trackers (logger=[tensorboard,mlflow])
     predict: PredictConfig = field(default_factory=PredictConfig)  # python -m src.predict
 
 
@@ -279,6 +285,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
     "runner": {"default": RunnerConfig},
+    "logger": {"tensorboard": TensorBoardConfig},
 }
 
 

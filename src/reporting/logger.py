@@ -1,8 +1,10 @@
-"""Where metrics go: `metrics.csv` and TensorBoard event files in the run directory.
+"""Where metrics go: `metrics.csv` in the run directory, always, and the chosen trackers.
 
 `metrics.csv` has one row per logging event, its columns `step, epoch, split` and then the
-names given (the task's metrics, lr, samples_per_s); TensorBoard gets the same numbers as
-`<split>/<metric>` scalars, and the run's hyperparameters with its final metrics at the end.
+names given (the task's metrics, lr, samples_per_s). Every tracker (TensorBoard, MLflow, W&B:
+src/reporting/trackers.py) gets the same numbers as `<split>/<metric>` at the same steps, the
+flat config when training begins and the results at the end, each through a queue to its own
+thread: a logging step costs the loop a csv row and one queue put per tracker.
 Only rank 0 writes (`enabled=False` elsewhere). On resume the file is cut back to the
 checkpoint's step, so steps that were logged after the last checkpoint are not duplicated.
 """
@@ -10,49 +12,84 @@ checkpoint's step, so steps that were logged after the last checkpoint are not d
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from src.common.files import atomic_open
-from src.reporting.tensorboard import TensorBoardWriter
+from src.reporting.trackers import FINISHED, Tracker, TrackerThread, ending, numbers
 
 INDEX = ["step", "epoch", "split"]
 
 
 class MetricLogger:
+    """`trackers` start importing at once, on their threads; `resume_ids` (a checkpoint's
+    `trackers` entry, None for a fresh run) makes them reopen their runs."""
+
     def __init__(
-        self, run_dir: str | Path, columns: Sequence[str] = ("loss",), enabled: bool = True
+        self,
+        run_dir: str | Path,
+        columns: Sequence[str] = ("loss",),
+        enabled: bool = True,
+        trackers: Sequence[Tracker] = (),
+        resume_ids: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.enabled = enabled
         self.fields = [*INDEX, *(c for c in columns if c not in INDEX)]
         self._handle: Any = None
         self._writer: csv.DictWriter | None = None
-        self.tensorboard = TensorBoardWriter(run_dir) if enabled else None
+        for tracker in trackers if enabled else ():
+            tracker.resuming = resume_ids is not None
+            tracker.run_id = (resume_ids or {}).get(tracker.name) or tracker.new_run_id()
+        # Checkpoints store this dict; the threads only ever change its values, never its keys.
+        self.run_ids = {t.name: t.run_id for t in trackers if enabled and t.keeps_run}
+        self.trackers = [TrackerThread(t, self.run_ids) for t in trackers if enabled]
 
     def log(self, split: str, step: int, epoch: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
         if self._writer is None:
             self._open()
-        row = {"step": step, "epoch": epoch, "split": split}
-        row.update({k: _fmt(v) for k, v in metrics.items() if k in self.fields})
+        columns = {k: v for k, v in metrics.items() if k in self.fields}
         assert self._writer is not None
-        self._writer.writerow(row)
+        self._writer.writerow(
+            {"step": step, "epoch": epoch, "split": split}
+            | {k: _fmt(v) for k, v in columns.items()}
+        )
         self._handle.flush()
-        if self.tensorboard is not None:
-            self.tensorboard.scalars(split, step, metrics)
+        if self.trackers:  # the trackers get the row's own numbers, unrounded
+            values = {f"{split}/{k}": v for k, v in numbers(columns).items()}
+            for tracker in self.trackers:
+                tracker.call("scalars", step, values)
 
-    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, Any], step: int) -> None:
-        """TensorBoard's HPARAMS tab: this run's settings beside its final metrics."""
-        if self.tensorboard is not None:
-            self.tensorboard.hparams(hparams, metrics, step)
+    @contextmanager
+    def tracking(self, params: dict[str, Any]) -> Iterator[None]:
+        """Around training: the trackers open their runs and log the flat config `params`; at
+        the end, however it comes, the logger closes and the runs end FINISHED, FAILED or KILLED
+        (a signal). A start that fails before this creates no tracker run."""
+        self.begin(params)
+        try:
+            yield
+        except BaseException as err:
+            self.close(ending(err))
+            raise
+        self.close()
+
+    def begin(self, params: dict[str, Any]) -> None:
+        for tracker in self.trackers:
+            tracker.call("open", params)
+
+    def log_results(self, results: dict[str, Any], step: int) -> None:
+        """The run's results (what results.json holds) as the trackers' final metrics."""
+        for tracker in self.trackers:
+            tracker.call("results", results, step)
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (work that the resumed run will redo)."""
-        if self.tensorboard is not None:
-            self.tensorboard.purge_after(step)
+        for tracker in self.trackers:
+            tracker.call("purge_after", step)
         if not self.enabled or not self.path.exists():
             return
         header, rows = _read(self.path)
@@ -77,13 +114,15 @@ class MetricLogger:
             writer.writeheader()
             writer.writerows(rows)
 
-    def close(self) -> None:
+    def close(self, status: str = FINISHED) -> None:
+        """Close metrics.csv; the trackers send what is queued and end their runs with
+        `status` (FINISHED, FAILED, KILLED), each within its own time limit."""
         if self._handle is not None:
             self._handle.close()
             self._handle, self._writer = None, None
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+        for tracker in self.trackers:
+            tracker.close(status)
+        self.trackers = []
 
 
 def _fmt(value: float) -> str:
@@ -103,8 +142,11 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 if __name__ == "__main__":
     import tempfile
 
+    from src.reporting.tensorboard import TensorBoardTracker
+
     with tempfile.TemporaryDirectory() as tmp:
-        logger = MetricLogger(tmp, ["loss", "acc", "lr"])
+        logger = MetricLogger(tmp, ["loss", "acc", "lr"], trackers=[TensorBoardTracker(tmp)])
+        logger.begin({"optimizer.lr": 0.01})
         logger.log("train", 1, 0, {"loss": 2.3, "acc": 0.1, "lr": 0.01})
         logger.log("train", 2, 0, {"loss": 2.1, "acc": 0.2, "lr": 0.01})
         logger.truncate_after(1)

@@ -124,14 +124,16 @@ def replayable(saved: list[str], run_dir: Path, config_dir: Path) -> list[str]:
 
 
 def _project_option(key: str, value: str, config_dir: Path) -> bool:
-    """A group selection (`model=mlp`) must name a yaml file inside that group's folder."""
+    """A group selection (`model=mlp`, or a list: `logger=[tensorboard,mlflow]`) must name
+    yaml files inside that group's folder."""
     if ".." in key:
         return False
     group = config_dir / key.split("@")[0]
     if not group.is_dir() or value in ("", "null"):
         return True  # a plain value, not a choice of yaml file
-    option = (group / f"{value}.yaml").resolve()
-    return option.parent == group.resolve() and option.is_file()
+    names = value[1:-1].split(",") if value.startswith("[") and value.endswith("]") else [value]
+    options = [(group / f"{name.strip()}.yaml").resolve() for name in names if name.strip()]
+    return all(option.parent == group.resolve() and option.is_file() for option in options)
 
 
 def _saved_overrides(run_dir: Path) -> list[str]:

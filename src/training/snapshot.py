@@ -5,7 +5,8 @@
     window, window_losses                    the metric window since the last logging step
     rng                                      every generator a step may draw from
     callbacks                                each callback's state by name (EMA, early stopping)
-    + checkpoint_extra                       e.g. the resolved config and the data's facts
+    + checkpoint_extra                       e.g. the resolved config, the data's facts, the
+                                             trackers' run ids
 
 Restoring all of it is what makes a resumed run continue bit for bit.
 """

@@ -24,6 +24,7 @@ from src.model.cnn import CNN
 from src.model.mlp import MLP
 from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
+from src.reporting.tensorboard import TensorBoardTracker
 from src.runner import Runner
 from src.task.classification import Classification
 from src.tools.bench.lightning import lightning_seconds_per_step
@@ -110,7 +111,7 @@ def with_runner(
             torch.device("cpu"),
             options=RunnerOptions(max_epochs=1, log_every_n_steps=50),
             checkpointer=Checkpointer(folder / "checkpoints"),
-            logger=MetricLogger(folder),
+            logger=MetricLogger(folder, trackers=[TensorBoardTracker(folder)]),
             progress=Progress("bar", file=sink),
             callbacks=callbacks,
         )
