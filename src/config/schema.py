@@ -22,6 +22,7 @@ from src.data.image_files import CorruptFiles
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
+from src.reporting.wandb_tracker import WandbMode
 from src.task.reconstruction import ReconstructionLoss
 from src.training.options import RunnerOptions
 
@@ -239,6 +240,28 @@ class TensorBoardConfig:
 
 
 @dataclass
+class MLflowConfig:
+    _target_: str = "src.reporting.mlflow_tracker.MLflowTracker"  # the tracker built
+    tracking_uri: str = "sqlite:///${output_root}/mlruns.db"  # a local file, or http://server...
+    experiment: str = "dl-template"  # the MLflow experiment runs go in (created when missing)
+    run_name: str | None = None  # null: the run directory's path
+    artifact_location: str | None = None  # a new experiment's artefacts (null: beside a sqlite db)
+    log_checkpoints: bool = False  # upload checkpoints/ as artefacts when the run completes
+
+
+@dataclass
+class WandbConfig:
+    _target_: str = "src.reporting.wandb_tracker.WandbTracker"  # the tracker built
+    project: str = "dl-template"  # the W&B project runs go in
+    entity: str | None = None  # team or user (null: the logged-in user's default)
+    mode: WandbMode = WandbMode.auto  # auto: WANDB_MODE, else online if logged in and reachable
+    dir: str | None = None  # where wandb/ goes (null: the run directory)
+    group: str | None = None  # null: a sweep trial's group is its sweep folder
+    tags: list[str] = field(default_factory=list)  # labels to filter runs by in the W&B UI
+    log_checkpoints: bool = False  # upload checkpoints/ as an artefact when the run completes
+
+
+@dataclass
 class PredictConfig:
     """`python -m src.predict` (these keys come from its command line, never a checkpoint)."""
 
@@ -285,7 +308,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "optimizer": {"adamw": AdamWConfig, "sgd": SGDConfig},
     "scheduler": {"onecycle": OneCycleConfig, "cosine": CosineConfig},
     "runner": {"default": RunnerConfig},
-    "logger": {"tensorboard": TensorBoardConfig},
+    "logger": {"tensorboard": TensorBoardConfig, "mlflow": MLflowConfig, "wandb": WandbConfig},
 }
 
 

@@ -46,6 +46,7 @@ RUN_FILES = (
     "git.diff",
     "requirements.txt",
     "events.out.tfevents.*",
+    "wandb",
 )
 
 log = logging.getLogger(__name__)
