@@ -14,7 +14,7 @@ from src.config.schema import register_configs
 from src.config.validate import config_problems
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "src" / "config"
-GROUPS = ["data", "model", "task", "optimizer", "scheduler", "runner"]
+GROUPS = ["data", "model", "task", "optimizer", "scheduler", "runner", "logger"]
 OPTIONS = [
     (group, path.stem) for group in GROUPS for path in sorted((CONFIG_DIR / group).glob("*.yaml"))
 ]
