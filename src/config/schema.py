@@ -310,6 +310,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "runner": {"default": RunnerConfig},
     "logger": {"tensorboard": TensorBoardConfig, "mlflow": MLflowConfig, "wandb": WandbConfig},
 }
+LIST_GROUPS = ("logger",)  # chosen as a list (logger=[a,b]): each option's node is <group>.<name>
 
 
 def register_configs() -> None:

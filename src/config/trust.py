@@ -24,7 +24,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from src.common.errors import UserError
-from src.config.schema import SCHEMAS
+from src.config.schema import LIST_GROUPS, SCHEMAS
 
 CONFIG_DIR = Path(__file__).resolve().parent
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
@@ -49,8 +49,9 @@ def _shipped_targets() -> tuple[tuple[str, frozenset[str]], ...]:
 
 def _schema_targets() -> Iterator[tuple[str, str]]:
     for group, options in SCHEMAS.items():
-        for schema in options.values():
-            yield from _targets_in(OmegaConf.to_container(OmegaConf.structured(schema)), group)
+        for name, schema in options.items():
+            location = f"{group}.{name}" if group in LIST_GROUPS else group
+            yield from _targets_in(OmegaConf.to_container(OmegaConf.structured(schema)), location)
 
 
 def _yaml_targets() -> Iterator[tuple[str, str]]:
