@@ -10,16 +10,15 @@ import json
 import os
 import signal
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import forkserver
 import pytest
 
-from helpers import REPO, run_cli, sweep_overrides, tiny_overrides
+from helpers import REPO, cli_env, run_cli, sweep_overrides, tiny_overrides
 from src.reporting.logger import read_metrics
 from src.reporting.trackers import FINISHED, Tracker, TrackerThread
 from src.training.checkpoint import load_checkpoint
@@ -92,7 +91,7 @@ def assert_same_numbers(logged: dict[Any, float], expected: dict[Any, float]) ->
         assert logged[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
 
 
-def wait_for(predicate: Any, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_for(predicate: Any, proc: forkserver.Started, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert proc.poll() is None, proc.communicate()
@@ -105,24 +104,18 @@ def wait_for(predicate: Any, proc: subprocess.Popen, timeout: float = 120.0) -> 
 def resumed_run(
     data_root: Path, store: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """Two epochs with both trackers: SIGTERM once their runs are open, then `resume=<run dir>`
+    """Four epochs with both trackers: SIGTERM once their runs are open, then `resume=<run dir>`
     (the tracker choice comes back from the run's own overrides)."""
     run_dir = tmp_path_factory.mktemp("resumed") / "run"
     args = [
         *tiny_overrides(data_root, run_dir),
-        *("data.eval_batch_size=10", "runner.max_epochs=2", f"output_root={store}", LOGGERS),
+        *("data.eval_batch_size=10", "runner.max_epochs=4", f"output_root={store}", LOGGERS),
         "logger.mlflow.experiment=resumed",
         *("logger.mlflow.log_checkpoints=true", "logger.wandb.log_checkpoints=true"),
     ]
-    proc = subprocess.Popen(  # through the probe: every evaluation batch takes 0.5 s
-        [sys.executable, "-m", "ddp_probe", *args],
-        cwd=REPO,
-        env={**os.environ, **env, "PYTHONPATH": f"{REPO / 'test'}{os.pathsep}{REPO}"}
-        | {"EVAL_DELAY_S": "0.5"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    probe = {"PYTHONPATH": f"{REPO / 'test'}{os.pathsep}{REPO}", "EVAL_DELAY_S": "1.0"}
+    # Through the probe: a validation takes 10 s, so training outlasts the trackers' imports.
+    proc = forkserver.start("ddp_probe", args, REPO, cli_env(**env, **probe))
     log = run_dir / "main.log"
     opened = ("mlflow: run ", "wandb: offline run ")
     wait_for(lambda: log.is_file() and all(word in log.read_text() for word in opened), proc)
@@ -173,7 +166,7 @@ def test_logged_metrics_match_metrics_csv_and_results(resumed_run: Path, store: 
     assert set(run.data.metrics) == {key for key, _ in expected} | set(final)
     assert_same_numbers({k: v for k, v in run.data.metrics.items() if k in final}, final)
     assert run.data.tags["status"] == "completed"
-    assert run.data.params["optimizer.lr"] == "0.01" and run.data.params["runner.max_epochs"] == "2"
+    assert run.data.params["optimizer.lr"] == "0.01" and run.data.params["runner.max_epochs"] == "4"
 
     logged, summary = {}, {}
     for path in wandb_runs(resumed_run):
@@ -244,7 +237,8 @@ def test_a_tracker_that_is_not_installed_is_one_line_and_no_run(
     (shim / "sitecustomize.py").write_text(BLOCKER)
     path = {"PYTHONPATH": f"{shim}{os.pathsep}{REPO}"}
     args = [*tiny_overrides(data_root, run_dir), f"output_root={tmp_path}"]
-    result = run_cli(*args, "logger=[tensorboard,mlflow,wandb]", env=path)
+    # A fresh interpreter: sitecustomize runs at start-up (a forked one has started already).
+    result = run_cli(*args, "logger=[tensorboard,mlflow,wandb]", env=path, fresh=True)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.splitlines() == [
         "error: logger=mlflow needs the mlflow package; logger=wandb needs the wandb package: "
