@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.config.trackers import MLflowConfig, TensorBoardConfig, WandbConfig
 from src.data.augment import AugmentOptions
 from src.data.dataloader import DataLoaderOptions
 from src.data.fashion_mnist import FASHION_MEAN, FASHION_STD
@@ -22,7 +23,6 @@ from src.data.image_files import CorruptFiles
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
-from src.reporting.wandb_tracker import WandbMode
 from src.task.reconstruction import ReconstructionLoss
 from src.training.options import RunnerOptions
 
@@ -232,33 +232,6 @@ class RunnerConfig(RunnerOptions):
     channels_last: bool = True  # NHWC memory format for 4-d weights: ~2x faster convs on CPU
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # on monitor
     ema: EMAConfig = field(default_factory=EMAConfig)  # evaluate with averaged weights
-
-
-@dataclass
-class TensorBoardConfig:
-    _target_: str = "src.reporting.tensorboard.TensorBoardTracker"  # event files in the run dir
-
-
-@dataclass
-class MLflowConfig:
-    _target_: str = "src.reporting.mlflow_tracker.MLflowTracker"  # the tracker built
-    tracking_uri: str = "sqlite:///${output_root}/mlruns.db"  # a local file, or http://server...
-    experiment: str = "dl-template"  # the MLflow experiment runs go in (created when missing)
-    run_name: str | None = None  # null: the run directory's path
-    artifact_location: str | None = None  # a new experiment's artefacts (null: beside a sqlite db)
-    log_checkpoints: bool = False  # upload checkpoints/ as artefacts when the run completes
-
-
-@dataclass
-class WandbConfig:
-    _target_: str = "src.reporting.wandb_tracker.WandbTracker"  # the tracker built
-    project: str = "dl-template"  # the W&B project runs go in
-    entity: str | None = None  # team or user (null: the logged-in user's default)
-    mode: WandbMode = WandbMode.auto  # auto: WANDB_MODE, else online if logged in and reachable
-    dir: str | None = None  # where wandb/ goes (null: the run directory)
-    group: str | None = None  # null: a sweep trial's group is its sweep folder
-    tags: list[str] = field(default_factory=list)  # labels to filter runs by in the W&B UI
-    log_checkpoints: bool = False  # upload checkpoints/ as an artefact when the run completes
 
 
 @dataclass
