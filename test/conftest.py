@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# One compute thread per process: `make test` runs a worker per core, and each worker's runs
+# beside it; more threads than cores only queue. (Set before torch is first imported.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import subprocess
 from collections.abc import Callable
 from pathlib import Path

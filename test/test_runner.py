@@ -36,13 +36,13 @@ def test_overfitting_one_batch_drives_the_loss_near_zero() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
     loader = InMemoryLoader(x, y, 32, _pair, shuffle=True)
-    runner = make_runner(CNN(), lr=3e-3, max_epochs=150, log_every_n_steps=50)
+    runner = make_runner(CNN(), lr=3e-3, max_epochs=50, log_every_n_steps=20)
     before = runner.evaluate(loader, "train")["train/loss"]
     runner.fit(loader, InMemoryLoader(x, y, 32, _pair))
     after = runner.evaluate(loader, "train")
     assert before > 2.0
     assert after["train/loss"] < 0.01 and after["train/acc"] == 1.0
-    assert runner.state.step == 150 and runner.state.epoch == 150
+    assert runner.state.step == 50 and runner.state.epoch == 50
 
 
 def test_max_steps_stops_mid_epoch_and_validation_still_runs() -> None:
