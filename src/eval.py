@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on the test set, using only what the checkpoint holds.
 
     python -m src.eval ckpt=outputs/<date>/<time>/checkpoints/best.pt
+    python -m src.eval ckpt=outputs/<date>/<time>/checkpoints/best   # a sharded (FSDP) one
     python -m src.eval run=outputs/<date>/<time>            # that run's best.pt
     python -m src.eval run=... device=cpu data.root=/elsewhere  # optional overrides
     python -m src.eval ckpt=... out=<file.json>             # results elsewhere
@@ -33,13 +34,8 @@ from src.launch.distributed import World, resolve_device
 from src.reporting.results import final_line
 from src.runner import Runner
 from src.task.base import Task
-from src.training.checkpoint import (
-    CheckpointError,
-    evaluation_state,
-    load_checkpoint,
-    load_model_weights,
-    run_dir_of,
-)
+from src.training.checkpoint import CheckpointError, load_checkpoint, run_dir_of
+from src.training.sharded import load_model
 
 log = logging.getLogger(__name__)
 USAGE = "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [out=<file.json>] [key=value ...]"
@@ -68,8 +64,9 @@ def parse_args(argv: list[str]) -> tuple[Path, Path | None, list[str]]:
         raise CheckpointError(USAGE)
     if "ckpt" in pairs:
         path = Path(pairs.pop("ckpt"))
-    else:
-        path = Path(pairs.pop("run")) / "checkpoints" / "best.pt"
+    else:  # best.pt, or best: a sharded checkpoint's folder
+        best = Path(pairs.pop("run")) / "checkpoints" / "best.pt"
+        path = best if best.exists() or not best.with_suffix("").exists() else best.with_suffix("")
     out = Path(pairs.pop("out")) if "out" in pairs else None
     return path, out, [f"{k}={v}" for k, v in pairs.items()]
 
@@ -97,8 +94,8 @@ def load_trained(path: Path, overrides: list[str]) -> Trained:
     cfg: DictConfig = OmegaConf.merge(payload["config"], given)  # type: ignore[assignment]
     device = resolve_device(cfg.device, World())
     model = build.build_model(cfg, device)
-    weights = evaluation_state(payload)  # the EMA average when the run kept one
-    load_model_weights(getattr(model, "_orig_mod", model), weights, path)
+    # the EMA average when the run kept one; a sharded checkpoint is consolidated here
+    load_model(getattr(model, "_orig_mod", model), payload, path)
     return Trained(cfg, model.eval(), build.build_task(cfg), device, payload)
 
 

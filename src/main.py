@@ -18,7 +18,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 
 from src import build
 from src.config.schema import Config, register_configs
@@ -34,7 +33,7 @@ from src.launch.distributed import (
     world_from_env,
 )
 from src.launch.run_dir import UndoFailedStart
-from src.launch.run_stamp import register_run_stamp
+from src.launch.run_stamp import register_run_stamp, run_stamp
 from src.launch.signals import StopRequest
 from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
@@ -45,10 +44,11 @@ from src.runner import Runner
 from src.sweep.trial import monitored_value, run_trial
 from src.task.base import Task
 from src.training import debug
-from src.training.checkpoint import Checkpointer, load_checkpoint
+from src.training.checkpoint import load_checkpoint
 from src.training.options import RunnerOptions
 from src.training.resume import (
     ResumePlan,
+    elastic_restart,
     load_optimizer_moments,
     locate_checkpoint,
     plan_resume,
@@ -56,6 +56,7 @@ from src.training.resume import (
     schedule_of,
 )
 from src.training.state import TrainState, seed_everything
+from src.training.strategy import build_strategy
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -160,10 +161,9 @@ def build_runner(
 ) -> Runner:
     model = build.build_model(cfg, device)
     callbacks = build.build_callbacks(cfg, model)
-    if world.is_distributed:
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    fsdp: Any = OmegaConf.to_object(cfg.runner.fsdp)  # FSDPOptions
+    strategy = build_strategy(cfg.runner.strategy, fsdp, world)
+    model = strategy.wrap(model, device)  # DDP, FSDP, or as it is on one process
     optimizer = build.build_optimizer(cfg, model)
     config = portable_config(cfg)
     schedule, exact = (
@@ -172,8 +172,10 @@ def build_runner(
     if plan is not None and not exact:  # the run's length or the optimizer settings changed
         log.info("resume: a new schedule over steps %d-%d", plan.step, total_steps)
         if plan.keeps_moments:
-            load_optimizer_moments(optimizer, plan.payload["optimizer"])
-    checkpoints = world.is_main and cfg.runner.checkpoints
+            source = str(plan.path)
+            load_optimizer_moments(
+                optimizer, lambda: strategy.load_state(model, optimizer, plan.payload, source)
+            )
     extra = {"config": config, "data_info": data.info, "schedule": schedule}
     runner = Runner(
         model,
@@ -183,10 +185,13 @@ def build_runner(
         scheduler=build.build_scheduler(cfg, optimizer, total_steps - schedule["from_step"]),
         state=TrainState(),
         options=RunnerOptions(**{k: cfg.runner[k] for k in RunnerOptions.__dataclass_fields__}),
-        checkpointer=Checkpointer(run_dir / "checkpoints", cfg.runner.keep_last_k, checkpoints),
+        checkpointer=strategy.checkpointer(
+            run_dir / "checkpoints", cfg.runner.keep_last_k, cfg.runner.checkpoints
+        ),
         logger=logger,
         progress=Progress(cfg.runner.progress, enabled=world.is_main),
         world=world,
+        strategy=strategy,
         checkpoint_extra=extra | {"trackers": logger.run_ids},  # resumes continue tracker runs
         callbacks=callbacks,
         started=started,
@@ -273,7 +278,13 @@ def main(cfg: DictConfig) -> float:
 def run() -> None:
     """The command line: resume rewrites it first, and errors become one line."""
     torch.set_float32_matmul_precision("high")
-    cli.run(main, rewrite_argv=lambda argv: resume_argv(argv, Config.output_root, CONFIG_DIR))
+    root = Config.output_root
+    cli.run(
+        main,
+        rewrite_argv=lambda argv: resume_argv(
+            elastic_restart(argv, root, run_stamp()), root, CONFIG_DIR
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from src.training.loss_window import nonfinite_stop
 from src.training.options import NonFinite, RunnerOptions, TestWeights, better, epoch_length
 from src.training.precision import MixedPrecision
 from src.training.state import Stopwatch, TrainState
+from src.training.strategy import Replicated
 
 log = logging.getLogger(__name__)
 _NO_CONTEXT = nullcontext()  # reusable, and cheaper than building one per step
@@ -63,6 +64,9 @@ class Runner:
     logger: MetricLogger = field(default_factory=lambda: MetricLogger(".", enabled=False))
     progress: Progress = field(default_factory=lambda: Progress("none"))
     world: World = field(default_factory=World)  # rank and world size (1 process by default)
+    strategy: Replicated = field(
+        default_factory=Replicated
+    )  # DDP or FSDP: src/training/strategy.py
     stop: StopRequest = field(default_factory=StopRequest)  # set by signals, read between steps
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)  # e.g. the resolved config
     callbacks: list[Callback] = field(default_factory=list)  # EMA, early stopping, profiler
@@ -148,8 +152,8 @@ class Runner:
             return False
         if accumulate > 1:
             loss = loss / accumulate
-        no_sync = getattr(self.model, "no_sync", None)  # DDP: no all-reduce mid-accumulation
-        with _NO_CONTEXT if boundary or no_sync is None else no_sync():
+        no_sync = None if boundary else self.strategy.no_sync(self.model)  # no mid-way reduce
+        with no_sync or _NO_CONTEXT:
             self.precision.backward(loss)
         if boundary:
             self._optimizer_step()
@@ -219,7 +223,8 @@ class Runner:
         meter = self.task.metrics()
         batches = epoch_length(len(loader), limit)
         polls = self.stop.evaluation_polls(batches, self.world, self.device)
-        weights = ExitStack()
+        weights = ExitStack()  # FSDP gathers its shards here (src/training/strategy.py)
+        weights.enter_context(self.strategy.evaluation(self.local_model))
         for callback in self.callbacks if callback_weights else []:
             weights.enter_context(callback.evaluation_weights(self))
         with weights:
@@ -242,8 +247,8 @@ class Runner:
         best = self.checkpointer.best
         barrier(self.world)  # rank 0 has finished writing best.pt before any rank reads it
         limit, own_weights = self.options.limit_test_batches, True
-        if self.options.test_ckpt == TestWeights.best and best.is_file():
-            snapshot.load_evaluation_weights(self.plain_model, best, self.device)
+        if self.options.test_ckpt == TestWeights.best and best.exists():
+            self.strategy.load_evaluation_weights(self.plain_model, best)
             own_weights = False
         try:
             return self.evaluate(loader, "test", limit, callback_weights=own_weights)
@@ -284,12 +289,8 @@ class Runner:
 
     def _done(self) -> bool:
         """max_epochs, max_steps, or a callback's reason (early stopping) ends training."""
-        state = self.state
-        return (
-            state.epoch >= self.options.max_epochs
-            or self._reached_max_steps()
-            or bool(state.stop_reason)
-        )
+        ended = self.state.epoch >= self.options.max_epochs or self._reached_max_steps()
+        return ended or bool(self.state.stop_reason)
 
     def _stop(self, when: str = "") -> None:
         """Write last.pt and end the run with 128 + the signal number."""

@@ -25,6 +25,7 @@ from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
 from src.task.reconstruction import ReconstructionLoss
 from src.training.options import RunnerOptions
+from src.training.strategy import FSDPOptions, StrategyChoice
 
 
 @dataclass
@@ -229,6 +230,8 @@ class RunnerConfig(RunnerOptions):
     profile: bool = False  # torch.profiler trace of a few steps into <run>/profile/
     detect_anomaly: bool = False  # autograd anomaly detection: slow, names the op that made NaN
     compile: bool = False  # torch.compile the model (pays a compile time up front)
+    strategy: StrategyChoice = StrategyChoice.ddp  # ddp | fsdp: how ranks share the model
+    fsdp: FSDPOptions = field(default_factory=FSDPOptions)  # what FSDP shards, and how
     channels_last: bool = True  # NHWC memory format for 4-d weights: ~2x faster convs on CPU
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # on monitor
     ema: EMAConfig = field(default_factory=EMAConfig)  # evaluate with averaged weights

@@ -68,6 +68,7 @@ def config_problems(cfg: Any) -> list[str]:
         if value is not None and (value > high or (value == high and not inclusive)):
             problems.append(f"{key} must be {'<=' if inclusive else '<'} {high} (got {value})")
     problems += _fold_problems(cfg)
+    problems += _strategy_problems(cfg)
     monitor = str(_get(cfg, "runner.monitor"))
     if not monitor.startswith("val/"):
         problems.append(
@@ -86,6 +87,21 @@ def _fold_problems(cfg: Any) -> list[str]:
     except InvalidValue as err:
         return [str(err)]
     return []
+
+
+def _strategy_problems(cfg: Any) -> list[str]:
+    """What FSDP cannot combine with: each is a model copy or a scaler of its own."""
+    if str(_get(cfg, "runner.strategy")) not in ("fsdp", "StrategyChoice.fsdp"):
+        return []
+    clashes = {
+        "runner.ema.decay > 0 (the average would copy every shard's full parameters)": (
+            (_get(cfg, "runner.ema.decay") or 0) > 0
+        ),
+        "runner.precision=fp16 (use bf16, or runner.fsdp.param_dtype)": (
+            str(_get(cfg, "runner.precision")) in ("fp16", "Precision.fp16")
+        ),
+    }
+    return [f"runner.strategy=fsdp does not combine with {k}" for k, v in clashes.items() if v]
 
 
 def check_config(cfg: Any) -> None:

@@ -4,6 +4,7 @@ Layout inside a run directory:
     checkpoints/last.pt            newest state (every checkpoint_every_n_steps and epoch end)
     checkpoints/best.pt            state at the best monitored value
     checkpoints/step-0000123.pt    the newest `keep_last_k` step checkpoints
+(Under FSDP each is a folder of shards instead: src/training/sharded.py.)
 A write that fails (a full disk, a quota) leaves the previous files as they were and stops the
 run with one line naming the file and the free space.
 """
@@ -22,6 +23,7 @@ from src.common.errors import UserError, first_line
 from src.common.files import atomic_save, temporary_name
 
 FORMAT_VERSION = 1
+META = "meta.pt"  # a sharded checkpoint's everything-but-tensors, written last
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -68,7 +70,7 @@ class Checkpointer:
         if not self.enabled:
             return
         self._raise_failed()
-        snapshot = _copy_tensors(payload)
+        snapshot = copy_tensors(payload)
         self._pending.append(self._writer.submit(self._write, snapshot, step, is_best))
 
     def wait(self) -> None:
@@ -92,7 +94,7 @@ class Checkpointer:
             if self.keep_last_k > 0:
                 _link_or_copy(self.last, target := self.directory / f"step-{step:07d}.pt")
         except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
-            raise CheckpointWriteError(_write_failure(target, err)) from err
+            raise CheckpointWriteError(write_failure(target, err)) from err
         steps = sorted(self.directory.glob("step-*.pt"), key=_step_number)
         for old in steps[: -self.keep_last_k] if self.keep_last_k > 0 else []:
             old.unlink(missing_ok=True)
@@ -104,7 +106,7 @@ def _step_number(path: Path) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
-def _write_failure(path: Path, err: BaseException) -> str:
+def write_failure(path: Path, err: BaseException) -> str:
     free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
     kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} yet"
     return f"could not write {path} ({first_line(err)}); {_size(free)} free there; {kept}"
@@ -118,14 +120,14 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _copy_tensors(value: Any) -> Any:
+def copy_tensors(value: Any) -> Any:
     """A snapshot that training can no longer change (parameters are updated in place)."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, dict):
-        return {k: _copy_tensors(v) for k, v in value.items()}
+        return {k: copy_tensors(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_copy_tensors(v) for v in value)
+        return type(value)(copy_tensors(v) for v in value)
     return value
 
 
@@ -164,6 +166,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, tensors only (no arbitrary pickles)."""
     path = Path(path)
+    if path.is_dir():  # a sharded checkpoint: the tensors stay on disk until a strategy loads them
+        if not (path / META).is_file():
+            raise CheckpointError(f"{path} is not a complete sharded checkpoint (no {META})")
+        return {**load_checkpoint(path / META, map_location), "shards": str(path.resolve())}
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:

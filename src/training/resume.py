@@ -23,6 +23,8 @@ the new settings.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +35,7 @@ import yaml
 
 from src.common.args import split_override
 from src.common.errors import UserError
-from src.training.checkpoint import CheckpointError, run_dir_of
+from src.training.checkpoint import META, CheckpointError, run_dir_of
 
 log = logging.getLogger(__name__)
 # Compared between the checkpoint's config and the new one: every key (None), or these keys.
@@ -46,6 +48,7 @@ IDENTITY: dict[str, tuple[str, ...] | None] = {
 _UNSAFE = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_", "${")
 _FIXED = {"resume", "hydra.run.dir", "hydra.output_subdir"}  # set by resume_argv itself
 _NOT_REPLAYED = {*_FIXED, "allow_resume_changes"}  # a permission is given at each resume
+LAST = ("last.pt", "last")  # the newest checkpoint: one file, or a link to a sharded folder
 
 
 class ResumeMismatch(UserError):
@@ -53,17 +56,21 @@ class ResumeMismatch(UserError):
 
 
 def locate_checkpoint(value: str, output_root: str, run_dir: str | None = None) -> Path | None:
-    """The checkpoint `resume=value` refers to; None for auto with nothing to resume."""
+    """The checkpoint `resume=value` refers to; None for auto with nothing to resume. `last.pt`
+    is a single-file checkpoint, `last` a sharded one (a link to a complete DCP folder)."""
     if value == "auto":
         roots = [Path(run_dir)] if run_dir else [Path(output_root)]
-        found = [p for root in roots for p in root.glob("**/checkpoints/last.pt")]
+        found = [p for root in roots for name in LAST for p in root.glob(f"**/checkpoints/{name}")]
+        found = [p for p in found if p.exists()]  # not a link left dangling by hand
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
     path = Path(value)
+    if path.is_dir() and (path / META).is_file():
+        return path  # a sharded checkpoint itself
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.pt", path / "last.pt"):
-            if candidate.is_file():
+        for candidate in [path / "checkpoints" / name for name in LAST] + [path / "last.pt"]:
+            if candidate.exists():
                 return candidate
-        raise CheckpointError(f"resume={value}: no checkpoints/last.pt in that folder")
+        raise CheckpointError(f"resume={value}: no checkpoints/last.pt (or last) in that folder")
     if not path.is_file():
         raise CheckpointError(f"resume={value}: no such checkpoint file or run directory")
     return path
@@ -94,6 +101,24 @@ def resume_argv(argv: list[str], default_output_root: str, config_dir: Path) -> 
     # The run's own .hydra/ record stays as it was; this resume's goes in a subfolder.
     record = f"hydra.output_subdir=.hydra/resume-{datetime.now():%Y%m%d-%H%M%S-%f}"
     return [argv[0], *merged, f"hydra.run.dir={run_dir}", record, f"resume={checkpoint}"]
+
+
+def elastic_restart(argv: list[str], default_output_root: str, stamp: str) -> list[str]:
+    """A worker group torchrun restarted (`--max-restarts`, after a rank died) continues its own
+    run from the last checkpoint: `resume=auto` in the run directory the first attempt used
+    (`stamp`, the same ${run_stamp:}), or that run again from the start if it never checkpointed.
+    """
+    args = argv[1:]
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+        return argv
+    given = dict(split_override(a) for a in args if "=" in a and not a.startswith("-"))
+    if given.get("resume") not in (None, "", "null") or {"-m", "--multirun"} & set(args):
+        return argv
+    root = given.get("output_root", default_output_root)
+    run_dir = given.get("hydra.run.dir") or f"{root}/{stamp}"
+    log.warning("torchrun restarted the workers: resuming %s", run_dir)
+    kept = [a for a in args if split_override(a)[0] not in ("resume", "hydra.run.dir")]
+    return [argv[0], *kept, "resume=auto", f"hydra.run.dir={run_dir}"]
 
 
 def replayable(saved: list[str], run_dir: Path, config_dir: Path) -> list[str]:
@@ -243,12 +268,13 @@ def schedule_of(config: dict[str, Any], total_steps: int, from_step: int = 0) ->
     }
 
 
-def load_optimizer_moments(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """The saved per-parameter state (e.g. Adam's moments) under this optimizer's own
-    hyperparameters: they come from the new config, and a new schedule starts from them."""
+def load_optimizer_moments(optimizer: torch.optim.Optimizer, load: Callable[[], None]) -> None:
+    """The saved per-parameter state (e.g. Adam's moments; `load` restores it, as the strategy
+    keeps it) under this optimizer's own hyperparameters: they come from the new config, and a
+    new schedule starts from them."""
     fresh = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:
-        optimizer.load_state_dict(state)
+        load()
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"the checkpoint's optimizer state does not fit: {err}") from err
     for group, values in zip(optimizer.param_groups, fresh):

@@ -1,6 +1,7 @@
 """What a checkpoint holds: a run's whole training state as one dict, and back.
 
-    model, optimizer, scheduler, scaler      their own state_dicts (the model's plain names)
+    model, optimizer                         their state as the strategy keeps it (plain names)
+    scheduler, scaler                        their own state_dicts
     state                                    progress counters and clocks (TrainState)
     window, window_losses                    the metric window since the last logging step
     rng                                      every generator a step may draw from
@@ -14,16 +15,15 @@ Restoring all of it is what makes a resumed run continue bit for bit.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from src.training.callbacks import Callback
-from src.training.checkpoint import evaluation_state, load_checkpoint, load_model_weights
 from src.training.precision import MixedPrecision
 from src.training.state import TrainState, capture_rng, restore_rng
+from src.training.strategy import Replicated
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class TrainingParts(Protocol):
     """The Runner's attributes a checkpoint is made of."""
 
     plain_model: nn.Module
+    strategy: Replicated  # or Sharded: how the model's and optimizer's state are read and written
     optimizer: torch.optim.Optimizer
     scheduler: Any
     precision: MixedPrecision
@@ -43,9 +44,10 @@ class TrainingParts(Protocol):
 
 
 def capture(parts: TrainingParts) -> dict[str, Any]:
+    model, optimizer = parts.strategy.state_dicts(parts.plain_model, parts.optimizer)
     return {
-        "model": parts.plain_model.state_dict(),
-        "optimizer": parts.optimizer.state_dict(),
+        "model": model,
+        "optimizer": optimizer,
         "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
         "scaler": parts.precision.state_dict(),
         "state": parts.state.state_dict(),
@@ -60,9 +62,7 @@ def capture(parts: TrainingParts) -> dict[str, Any]:
 def restore(parts: TrainingParts, payload: dict[str, Any], source: str) -> None:
     """Everything back; an optimizer or scheduler state of None is left as built (a resume that
     changed them, src/training/resume.py)."""
-    load_model_weights(parts.plain_model, payload["model"], source)
-    if payload["optimizer"] is not None:
-        parts.optimizer.load_state_dict(payload["optimizer"])
+    parts.strategy.load_state(parts.plain_model, parts.optimizer, payload, source)
     if parts.scheduler is not None and payload["scheduler"] is not None:
         parts.scheduler.load_state_dict(payload["scheduler"])
     parts.precision.load_state_dict(payload["scaler"])
@@ -76,8 +76,3 @@ def restore(parts: TrainingParts, payload: dict[str, Any], source: str) -> None:
             callback.load_state_dict(saved[callback.name])
         elif callback.name:
             log.warning("%s has no %s state: it starts afresh", source, callback.name)
-
-
-def load_evaluation_weights(model: nn.Module, path: Path, device: torch.device) -> None:
-    """Load a checkpoint's evaluation weights (the EMA average when the run kept one)."""
-    load_model_weights(model, evaluation_state(load_checkpoint(path, device)), path)
