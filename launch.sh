@@ -3,6 +3,8 @@
 # through unchanged. Each mode prints the exact command it runs. See docs/distributed.md.
 #   ./launch.sh [overrides]                      one local process
 #   ./launch.sh --nproc 4 [overrides]            torchrun --standalone: 4 processes on this machine
+#   ./launch.sh --nproc 4 --max-restarts 3 ...   a rank that dies restarts the group, which
+#                                                resumes from the last checkpoint on its own
 #   ./launch.sh --nproc 8 --nnodes 2 --node-rank 0 --master-addr host0 [--master-port 29500] ...
 #                                                one node of several (run it on every node)
 #   ./launch.sh --nproc 8 --nnodes 2 --rdzv-endpoint host0:29500 ...    the same, c10d rendezvous
@@ -31,13 +33,14 @@ export PET_SIGNALS_TO_HANDLE=$signals TORCHELASTIC_SIGNALS_TO_HANDLE=$signals
 shutdown=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-80}
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$shutdown
 
-nproc="" nnodes=1 node_rank="" master_addr="" master_port=29500 rdzv_endpoint=""
+nproc="" max_restarts="" nnodes=1 node_rank="" master_addr="" master_port=29500 rdzv_endpoint=""
 slurm=0 dry_run=0
 nodes=1 gpus=1 time_limit=04:00:00 partition="" account="" cpus=8
 need() { [[ $# -ge 2 && -n $2 ]] || { echo "launch.sh: $1 needs a value" >&2; exit 2; }; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --nproc) need "$@"; nproc=$2; shift 2 ;;
+    --max-restarts) need "$@"; max_restarts=$2; shift 2 ;;
     --nnodes) need "$@"; nnodes=$2; shift 2 ;;
     --node-rank) need "$@"; node_rank=$2; shift 2 ;;
     --master-addr) need "$@"; master_addr=$2; shift 2 ;;
@@ -52,7 +55,7 @@ while [[ $# -gt 0 ]]; do
     --cpus) need "$@"; cpus=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --) shift; break ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -105,6 +108,7 @@ if [[ -z $nproc ]]; then
   cmd=("$PY" -m src.main "$@")
 else
   cmd=("$TORCHRUN" --nproc_per_node "$nproc")
+  [[ -n $max_restarts ]] && cmd+=(--max_restarts "$max_restarts")
   if [[ $nnodes == 1 && -z $rdzv_endpoint ]]; then
     cmd+=(--standalone)
   elif [[ -z $given_stamp ]]; then

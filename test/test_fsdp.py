@@ -1,0 +1,218 @@
+"""FSDP2 on CPU (gloo, through torchrun): equivalence with one process, sharded checkpoints that
+resume on another number of processes, SIGTERM, kill -9 mid-save and elastic restarts.
+
+One chain of real CLI runs, shared by the tests (module fixture `runs`); the same seed, global
+batch of 40 (micro-batches of 20 with accumulate_grad_batches=2 under FSDP, so the gradient
+sync switch is covered), gradient clipping at 0.5 (it clips: the global norm is checked across
+shards), SGD at a constant rate, 15 steps across an epoch end, a checkpoint every 3 steps:
+  single    one process, the default strategy: the reference
+  fsdp      2 ranks, runner.strategy=fsdp, uninterrupted
+  to_one    fsdp's step-6 checkpoint (written by 2 ranks) resumed on 1 process to step 15
+  to_two    to_one's step-9 checkpoint (written by 1 process) resumed on 2 ranks; SIGTERM to
+            both ranks mid-run (exit 143), then `resume=auto` on 2 ranks to step 15
+  elastic   2 ranks with --max_restarts 1: rank 1 of the first attempt kills itself (SIGKILL)
+            as it writes its shard of step 9; torchrun restarts the group, which resumes from
+            step 6 on its own and finishes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from helpers import tiny_overrides
+from src.eval import evaluate_checkpoint
+from src.model.mlp import MLP
+from src.reporting.logger import read_metrics
+from src.training.checkpoint import load_checkpoint
+from src.training.sharded import load_model
+
+TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node"]
+COMMON = [
+    "model=mlp",
+    "data.val_size=120",
+    "data.batch_size=40",
+    "optimizer=sgd",
+    "scheduler=none",
+    "runner.max_epochs=2",
+    "runner.max_steps=15",
+    "runner.gradient_clip_val=0.5",
+]
+FSDP = [
+    "runner.strategy=fsdp",
+    "data.batch_size=20",
+    "runner.accumulate_grad_batches=2",
+    "runner.checkpoint_every_n_steps=3",
+    "runner.keep_last_k=10",
+]
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
+    wanted = [*COMMON, *extra]
+    keys = {o.split("=", 1)[0] for o in wanted}
+    base = [o for o in tiny_overrides(data_root, run_dir) if o.split("=", 1)[0] not in keys]
+    return [*base, *wanted]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "test"), str(REPO)])
+    env["PET_SIGNALS_TO_HANDLE"] = env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGTERM,SIGINT"
+    for key in ("HYDRA_FULL_ERROR", "RUN_STAMP"):
+        env.pop(key, None)
+    return env
+
+
+def launch(command: list[str], **env: str) -> str:
+    done = subprocess.run(
+        command, cwd=REPO, env=environment(**env), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def sigterm_both_ranks(command: list[str], metrics: Path, after_step: int) -> str:
+    """Run under torchrun, SIGTERM both ranks (as SLURM signals every task) once the metrics
+    show `after_step`; the output of the run."""
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=environment(STEP_DELAY_S="0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and f"\n{after_step}," in metrics.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "no such step"
+        time.sleep(0.02)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    for pid in children:
+        os.kill(int(pid), signal.SIGTERM)
+    return proc.communicate(timeout=240)[0]
+
+
+@pytest.fixture(scope="module")
+def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fsdp")
+    dirs = {name: root / name for name in ("single", "fsdp", "to_one", "to_two", "elastic")}
+    main = ["-m", "src.main"]
+    launch([sys.executable, *main, *overrides(data_root, dirs["single"])])
+    launch([*TORCHRUN, "2", *main, *overrides(data_root, dirs["fsdp"], *FSDP)])
+    shutil.copytree(dirs["fsdp"] / "checkpoints" / "step-0000006", root / "from6")
+    to_one = overrides(data_root, dirs["to_one"], *FSDP, f"resume={root / 'from6'}")
+    dirs["to_one.log"] = root / "to_one.log"
+    dirs["to_one.log"].write_text(launch([sys.executable, *main, *to_one]))
+    shutil.copytree(dirs["to_one"] / "checkpoints" / "step-0000009", root / "from9")
+    to_two = overrides(data_root, dirs["to_two"], *FSDP, f"resume={root / 'from9'}")
+    output = sigterm_both_ranks(
+        [*TORCHRUN, "2", "-m", "ddp_probe", *to_two], dirs["to_two"] / "metrics.csv", 10
+    )
+    dirs["sigterm.log"] = root / "sigterm.log"
+    dirs["sigterm.log"].write_text(output)
+    shutil.copytree(dirs["to_two"] / "checkpoints", root / "stopped")  # as SIGTERM left it
+    again = [f"hydra.run.dir={dirs['to_two']}", "resume=auto"]
+    launch([*TORCHRUN, "2", *main, *again])
+    elastic = [*TORCHRUN, "2", "--max_restarts", "1", "-m", "ddp_probe"]
+    log = launch(
+        [*elastic, *overrides(data_root, dirs["elastic"], *FSDP)], KILL_IN_SAVE_AT_STEP="9"
+    )
+    dirs["elastic.log"] = root / "elastic.log"
+    dirs["elastic.log"].write_text(log)
+    return dirs
+
+
+def params(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights consolidated into a plain model on this one process."""
+    model = MLP(in_features=784, hidden=[256, 128], num_classes=10)
+    load_model(model, load_checkpoint(checkpoint), checkpoint)
+    return model.state_dict()
+
+
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], **TOL, msg=key)
+
+
+def train_losses(run_dir: Path) -> dict[str, float]:
+    rows = read_metrics(run_dir / "metrics.csv")
+    return {r["step"]: float(r["loss"]) for r in rows if r["split"] == "train"}
+
+
+def test_two_rank_fsdp_matches_one_process(runs: dict[str, Path]) -> None:
+    last = runs["fsdp"] / "checkpoints" / "last"
+    assert sorted(p.name for p in last.iterdir()) == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"  # fmt: skip
+    ]  # every rank wrote its own shard, rank 0 the metadata
+    assert load_checkpoint(last)["state"]["step"] == 15
+    assert_close(params(last), params(runs["single"] / "checkpoints" / "last.pt"))
+    single, fsdp = train_losses(runs["single"]), train_losses(runs["fsdp"])
+    assert list(single) == list(fsdp) and len(fsdp) == 8
+    assert list(fsdp.values()) == pytest.approx(list(single.values()), rel=1e-4)
+    results = [json.loads((runs[k] / "results.json").read_text()) for k in ("single", "fsdp")]
+    assert results[1]["test/loss"] == pytest.approx(results[0]["test/loss"], rel=1e-4)
+    assert results[1]["world_size"] == 2
+
+
+def test_a_two_rank_checkpoint_continues_on_one_process_and_back_on_two(
+    runs: dict[str, Path],
+) -> None:
+    assert "Resumed from" in runs["to_one.log"].read_text()
+    uninterrupted = params(runs["fsdp"] / "checkpoints" / "last")
+    assert_close(params(runs["to_one"] / "checkpoints" / "last"), uninterrupted)  # 2 -> 1
+    assert_close(params(runs["to_two"] / "checkpoints" / "last"), uninterrupted)  # 1 -> 2
+    assert train_losses(runs["to_two"])["15"] == pytest.approx(
+        train_losses(runs["fsdp"])["15"], rel=1e-4
+    )
+
+
+def test_sigterm_under_fsdp_writes_a_complete_sharded_checkpoint_and_exits_143(
+    runs: dict[str, Path],
+) -> None:
+    output = runs["sigterm.log"].read_text()
+    assert output.count("stopped by signal 15 at step") >= 2, output[-3000:]  # both ranks
+    assert "exitcode  : 143" in output or "exitcode: 143" in output, output[-3000:]
+    stopped = runs["to_two"].parent / "stopped"
+    kept = load_checkpoint(stopped / "last")
+    assert 10 <= kept["state"]["step"] < 15
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"} <= {
+        p.name for p in (stopped / "last").iterdir()
+    }
+    assert not list(stopped.glob(".*.tmp"))
+
+
+def test_kill_9_mid_save_keeps_the_previous_checkpoint_and_the_restarted_group_resumes(
+    runs: dict[str, Path],
+) -> None:
+    log = runs["elastic.log"].read_text()
+    assert "torchrun restarted the workers" in log, log[-3000:]
+    assert "at epoch 0, step 6" in log  # step 9 was never committed: last was step 6
+    assert_close(
+        params(runs["elastic"] / "checkpoints" / "last"),
+        params(runs["fsdp"] / "checkpoints" / "last"),
+    )
+    checkpoints = runs["elastic"] / "checkpoints"
+    assert not list(checkpoints.glob(".*.tmp"))  # the half folder went with the resume
+    rows = read_metrics(runs["elastic"] / "metrics.csv")
+    steps = [int(r["step"]) for r in rows if r["split"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 15
+
+
+def test_eval_consolidates_a_sharded_checkpoint_on_one_process(runs: dict[str, Path]) -> None:
+    best = runs["fsdp"] / "checkpoints" / "best"
+    results = evaluate_checkpoint(best, [])
+    expected = json.loads((runs["fsdp"] / "results.json").read_text())
+    for key in ("test/loss", "test/acc"):
+        assert results[key] == pytest.approx(expected[key], rel=1e-6)
