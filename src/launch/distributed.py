@@ -57,7 +57,25 @@ def init_distributed(world: World, device: torch.device) -> None:
     if not world.is_distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    timeout = timedelta(minutes=30)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or "MASTER_ADDR" not in os.environ:
+        dist.init_process_group(backend, timeout=timeout)
+        return
+    # A group torchrun restarted (--max-restarts) meets in the store the first attempt used:
+    # keys of its own, or a rank may read a dead peer's address and fail to connect.
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world.world_size,
+        is_master=world.rank == 0 and not agent_hosts,
+        timeout=timeout,
+    )
+    prefixed = dist.PrefixStore(f"restart-{attempt}", store)
+    dist.init_process_group(
+        backend, store=prefixed, rank=world.rank, world_size=world.world_size, timeout=timeout
+    )
 
 
 def shutdown_distributed() -> None:
