@@ -7,7 +7,7 @@ SWEEP ?= grid
 DIR ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-conda run eval predict sample export export-mnist new-project bench sweep summary tensorboard test lint docs format clean
+.PHONY: help install install-conda run eval predict sample export export-mnist new-project bench bench-sharding sweep summary tensorboard test lint docs format clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ run:  ## train the default model on MNIST (overrides: make run ARGS="model=mlp s
 
 bench:  ## time the Runner against a hand-written loop (and Lightning if installed); --quick via ARGS
 	$(PY) -m src.tools.bench $(ARGS)
+
+bench-sharding:  ## DDP vs FSDP on 2 CPU ranks: memory per rank and time per step (ARGS="--nproc 4")
+	$(PY) -m src.tools.bench.sharding $(ARGS)
 
 sweep:  ## run a sweep from src/config/sweep/ (make sweep SWEEP=optuna ARGS="seed=0,1,2")
 	$(PY) -m src.main --multirun sweep=$(SWEEP) $(ARGS)
