@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch.distributed.checkpoint import FileSystemWriter
 
 from src.main import run

@@ -331,6 +331,10 @@ def test_compiled_model_trains_and_saves_plain_weights(
             "--nproc_per_node 8 --nnodes 2 --node_rank 1 --master_addr host0 --master_port 29500",
         ),
         (
+            ["--nproc", "2", "--max-restarts", "3"],
+            "--nproc_per_node 2 --max_restarts 3 --standalone",
+        ),
+        (
             ["--nproc", "8", "--nnodes", "2", "--rdzv-endpoint", "host0:29400"],
             "--nnodes 2 --rdzv_backend c10d --rdzv_endpoint host0:29400 --rdzv_id exp1",
         ),

@@ -8,8 +8,9 @@ shards), SGD at a constant rate, 15 steps across an epoch end, a checkpoint ever
   single    one process, the default strategy: the reference
   fsdp      2 ranks, runner.strategy=fsdp, uninterrupted
   to_one    fsdp's step-6 checkpoint (written by 2 ranks) resumed on 1 process to step 15
-  to_two    to_one's step-9 checkpoint (written by 1 process) resumed on 2 ranks; SIGTERM to
-            both ranks mid-run (exit 143), then `resume=auto` on 2 ranks to step 15
+  to_two    to_one's step-9 checkpoint (written by 1 process) resumed on 2 ranks, saving in the
+            background (runner.fsdp.async_save); SIGTERM to both ranks mid-run (exit 143), then
+            `resume=auto` on 2 ranks to step 15
   elastic   2 ranks with --max_restarts 1: rank 1 of the first attempt kills itself (SIGKILL)
             as it writes its shard of step 9; torchrun restarts the group, which resumes from
             step 6 on its own and finishes
@@ -50,6 +51,7 @@ COMMON = [
 ]
 FSDP = [
     "runner.strategy=fsdp",
+    "runner.fsdp.shard_modules=[Linear]",  # each layer on its own, then the root
     "data.batch_size=20",
     "runner.accumulate_grad_batches=2",
     "runner.checkpoint_every_n_steps=3",
@@ -115,14 +117,15 @@ def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     dirs["to_one.log"] = root / "to_one.log"
     dirs["to_one.log"].write_text(launch([sys.executable, *main, *to_one]))
     shutil.copytree(dirs["to_one"] / "checkpoints" / "step-0000009", root / "from9")
-    to_two = overrides(data_root, dirs["to_two"], *FSDP, f"resume={root / 'from9'}")
+    background = "runner.fsdp.async_save=true"
+    to_two = overrides(data_root, dirs["to_two"], *FSDP, background, f"resume={root / 'from9'}")
     output = sigterm_both_ranks(
         [*TORCHRUN, "2", "-m", "ddp_probe", *to_two], dirs["to_two"] / "metrics.csv", 10
     )
     dirs["sigterm.log"] = root / "sigterm.log"
     dirs["sigterm.log"].write_text(output)
     shutil.copytree(dirs["to_two"] / "checkpoints", root / "stopped")  # as SIGTERM left it
-    again = [f"hydra.run.dir={dirs['to_two']}", "resume=auto"]
+    again = [f"hydra.run.dir={dirs['to_two']}", "resume=auto"]  # replays async_save too
     launch([*TORCHRUN, "2", *main, *again])
     elastic = [*TORCHRUN, "2", "--max_restarts", "1", "-m", "ddp_probe"]
     log = launch(
@@ -153,9 +156,8 @@ def train_losses(run_dir: Path) -> dict[str, float]:
 
 def test_two_rank_fsdp_matches_one_process(runs: dict[str, Path]) -> None:
     last = runs["fsdp"] / "checkpoints" / "last"
-    assert sorted(p.name for p in last.iterdir()) == [
-        ".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"  # fmt: skip
-    ]  # every rank wrote its own shard, rank 0 the metadata
+    shards = ["__0_0.distcp", "__1_0.distcp"]  # every rank wrote its own, rank 0 the metadata
+    assert sorted(p.name for p in last.iterdir()) == [".metadata", *shards, "meta.pt"]
     assert load_checkpoint(last)["state"]["step"] == 15
     assert_close(params(last), params(runs["single"] / "checkpoints" / "last.pt"))
     single, fsdp = train_losses(runs["single"]), train_losses(runs["fsdp"])
@@ -216,3 +218,34 @@ def test_eval_consolidates_a_sharded_checkpoint_on_one_process(runs: dict[str, P
     expected = json.loads((runs["fsdp"] / "results.json").read_text())
     for key in ("test/loss", "test/acc"):
         assert results[key] == pytest.approx(expected[key], rel=1e-6)
+
+
+def test_predict_reads_a_sharded_checkpoint_on_one_process(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from helpers import synthetic_digits
+    from src.predict import main as predict
+
+    images, labels = synthetic_digits(3, seed=5)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    best = runs["fsdp"] / "checkpoints" / "best"
+    rows = predict([f"ckpt={best}", f"input={tmp_path}", f"out={tmp_path / 'p.csv'}"])
+    assert [int(r["class"]) for r in rows] == [int(y) for y in labels]
+
+
+def test_a_restarted_worker_group_resumes_its_own_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from src.training.resume import elastic_restart
+
+    argv = ["main", "seed=1"]
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    assert elastic_restart(argv, "outputs", "2026-01-01/torchrun-x") == argv  # first attempt
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    restarted = elastic_restart(argv, "outputs", "2026-01-01/torchrun-x")
+    assert restarted == [*argv, "resume=auto", "hydra.run.dir=outputs/2026-01-01/torchrun-x"]
+    own = ["main", "output_root=/runs", "hydra.run.dir=/runs/a"]
+    assert elastic_restart(own, "outputs", "x")[1:] == [*own[1:2], "resume=auto", own[2]]
+    given = ["main", "resume=/runs/a/checkpoints/last"]
+    assert elastic_restart(given, "outputs", "x") == given  # the user's own resume stands
