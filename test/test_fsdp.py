@@ -249,3 +249,23 @@ def test_a_restarted_worker_group_resumes_its_own_run(monkeypatch: pytest.Monkey
     assert elastic_restart(own, "outputs", "x")[1:] == [*own[1:2], "resume=auto", own[2]]
     given = ["main", "resume=/runs/a/checkpoints/last"]
     assert elastic_restart(given, "outputs", "x") == given  # the user's own resume stands
+
+
+def test_either_strategy_reads_the_other_ones_checkpoint_on_one_process(
+    runs: dict[str, Path],
+) -> None:
+    from src.launch.distributed import World
+    from src.training.strategy import FSDPOptions, Replicated, Sharded
+
+    def fresh() -> tuple[MLP, torch.optim.SGD]:
+        model = MLP(in_features=784, hidden=[256, 128], num_classes=10)
+        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    single = runs["single"] / "checkpoints" / "last.pt"
+    sharded = runs["fsdp"] / "checkpoints" / "last"
+    for strategy, path in ((Sharded(World(), FSDPOptions()), single), (Replicated(), sharded)):
+        model, optimizer = fresh()
+        strategy.load_state(model, optimizer, load_checkpoint(path), str(path))
+        assert_close(model.state_dict(), params(path))
+        momentum = [optimizer.state[p]["momentum_buffer"] for p in model.parameters()]
+        assert len(momentum) == 6 and all(m.abs().sum() > 0 for m in momentum)
