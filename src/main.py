@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +162,7 @@ def build_runner(
 ) -> Runner:
     model = build.build_model(cfg, device)
     callbacks = build.build_callbacks(cfg, model)
-    fsdp: Any = OmegaConf.to_object(cfg.runner.fsdp)  # FSDPOptions
-    strategy = build_strategy(cfg.runner.strategy, fsdp, world)
+    strategy = build_strategy(cfg.runner.strategy, OmegaConf.to_object(cfg.runner.fsdp), world)
     model = strategy.wrap(model, device)  # DDP, FSDP, or as it is on one process
     optimizer = build.build_optimizer(cfg, model)
     config = portable_config(cfg)
@@ -172,10 +172,8 @@ def build_runner(
     if plan is not None and not exact:  # the run's length or the optimizer settings changed
         log.info("resume: a new schedule over steps %d-%d", plan.step, total_steps)
         if plan.keeps_moments:
-            source = str(plan.path)
-            load_optimizer_moments(
-                optimizer, lambda: strategy.load_state(model, optimizer, plan.payload, source)
-            )
+            load = partial(strategy.load_state, model, optimizer, plan.payload, str(plan.path))
+            load_optimizer_moments(optimizer, load)
     extra = {"config": config, "data_info": data.info, "schedule": schedule}
     runner = Runner(
         model,

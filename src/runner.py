@@ -64,9 +64,7 @@ class Runner:
     logger: MetricLogger = field(default_factory=lambda: MetricLogger(".", enabled=False))
     progress: Progress = field(default_factory=lambda: Progress("none"))
     world: World = field(default_factory=World)  # rank and world size (1 process by default)
-    strategy: Replicated = field(
-        default_factory=Replicated
-    )  # DDP or FSDP: src/training/strategy.py
+    strategy: Replicated = field(default_factory=Replicated)  # or Sharded (FSDP); wraps nothing
     stop: StopRequest = field(default_factory=StopRequest)  # set by signals, read between steps
     checkpoint_extra: dict[str, Any] = field(default_factory=dict)  # e.g. the resolved config
     callbacks: list[Callback] = field(default_factory=list)  # EMA, early stopping, profiler

@@ -53,14 +53,14 @@ class StrategyChoice(str, Enum):
 
 @dataclass
 class FSDPOptions:
-    shard_modules: list[str] = field(default_factory=lambda: ["Block"])  # classes sharded alone
-    param_dtype: Precision = Precision.fp32  # parameters in forward/backward (bf16: half traffic)
-    reduce_dtype: Precision = Precision.fp32  # gradients in the reduce-scatter (fp32: exact sums)
-    reshard_after_forward: bool = (
-        True  # free gathered blocks after forward (less memory, 1 more gather)
-    )
-    cpu_offload: bool = False  # keep shards, gradients and optimizer state in CPU memory (CUDA)
-    async_save: bool = False  # checkpoints are written in the background while training goes on
+    """`runner.fsdp`: what FSDP shards and how (docs/distributed.md)."""
+
+    shard_modules: list[str] = field(default_factory=lambda: ["Block"])  # repeated block classes
+    param_dtype: Precision = Precision.fp32  # gathered parameters' dtype (bf16: half the traffic)
+    reduce_dtype: Precision = Precision.fp32  # gradients' dtype in the reduce-scatter
+    reshard_after_forward: bool = True  # free a gathered block after forward (regather for bwd)
+    cpu_offload: bool = False  # shards, gradients and optimizer state in CPU memory (CUDA)
+    async_save: bool = False  # write checkpoints in the background while training goes on
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
@@ -193,7 +193,8 @@ class Sharded(Replicated):
         self.load_state(model, None, load_checkpoint(path), str(path))
 
 
-def build_strategy(choice: StrategyChoice | str, options: FSDPOptions, world: World) -> Replicated:
+def build_strategy(choice: StrategyChoice | str, options: Any, world: World) -> Replicated:
+    """`runner.strategy` and `runner.fsdp` (an FSDPOptions) -> the strategy of this run."""
     if StrategyChoice(choice) == StrategyChoice.fsdp:
         return Sharded(world, options)
     return Replicated(world)
