@@ -38,7 +38,10 @@ from src.training.checkpoint import CheckpointError, load_checkpoint, run_dir_of
 from src.training.sharded import load_model
 
 log = logging.getLogger(__name__)
-USAGE = "usage: python -m src.eval ckpt=<file.pt> | run=<run dir> [out=<file.json>] [key=value ...]"
+USAGE = (
+    "usage: python -m src.eval ckpt=<file.pt or sharded folder> | run=<run dir> [out=<file.json>] "
+    "[key=value ...]"
+)
 
 
 @dataclass

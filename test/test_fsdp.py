@@ -236,7 +236,9 @@ def test_predict_reads_a_sharded_checkpoint_on_one_process(
     assert [int(r["class"]) for r in rows] == [int(y) for y in labels]
 
 
-def test_a_restarted_worker_group_resumes_its_own_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_restarted_worker_group_resumes_its_own_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from src.training.resume import elastic_restart
 
     argv = ["main", "seed=1"]
@@ -247,8 +249,11 @@ def test_a_restarted_worker_group_resumes_its_own_run(monkeypatch: pytest.Monkey
     assert restarted == [*argv, "resume=auto", "hydra.run.dir=outputs/2026-01-01/torchrun-x"]
     own = ["main", "output_root=/runs", "hydra.run.dir=/runs/a"]
     assert elastic_restart(own, "outputs", "x")[1:] == [*own[1:2], "resume=auto", own[2]]
-    given = ["main", "resume=/runs/a/checkpoints/last"]
-    assert elastic_restart(given, "outputs", "x") == given  # the user's own resume stands
+    given = ["main", "resume=/elsewhere/step-0000006", f"hydra.run.dir={tmp_path}"]
+    assert elastic_restart(given, "outputs", "x") == given  # until the run has a checkpoint
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").touch()
+    assert elastic_restart(given, "outputs", "x")[1:] == ["resume=auto", given[2]]
 
 
 def test_either_strategy_reads_the_other_ones_checkpoint_on_one_process(

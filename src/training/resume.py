@@ -105,17 +105,20 @@ def resume_argv(argv: list[str], default_output_root: str, config_dir: Path) -> 
 
 def elastic_restart(argv: list[str], default_output_root: str, stamp: str) -> list[str]:
     """A worker group torchrun restarted (`--max-restarts`, after a rank died) continues its own
-    run from the last checkpoint: `resume=auto` in the run directory the first attempt used
-    (`stamp`, the same ${run_stamp:}), or that run again from the start if it never checkpointed.
+    run: `resume=auto` in the run directory the first attempt used (`stamp` names it, as
+    ${run_stamp:} did), from its last checkpoint, or from the start when it never wrote one. A
+    `resume=` given for the first attempt stands only until the run has a checkpoint of its own.
     """
     args = argv[1:]
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if not restarted or {"-m", "--multirun"} & set(args):
         return argv
     given = dict(split_override(a) for a in args if "=" in a and not a.startswith("-"))
-    if given.get("resume") not in (None, "", "null") or {"-m", "--multirun"} & set(args):
-        return argv
     root = given.get("output_root", default_output_root)
     run_dir = given.get("hydra.run.dir") or f"{root}/{stamp}"
+    own = Path(run_dir).is_dir() and locate_checkpoint("auto", root, run_dir) is not None
+    if given.get("resume") not in (None, "", "null") and not own:
+        return argv
     log.warning("torchrun restarted the workers: resuming %s", run_dir)
     kept = [a for a in args if split_override(a)[0] not in ("resume", "hydra.run.dir")]
     return [argv[0], *kept, "resume=auto", f"hydra.run.dir={run_dir}"]
