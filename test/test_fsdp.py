@@ -1,10 +1,11 @@
 """FSDP2 on CPU (gloo, through torchrun): equivalence with one process, sharded checkpoints that
 resume on another number of processes, SIGTERM, kill -9 mid-save and elastic restarts.
 
-One chain of real CLI runs, shared by the tests (module fixture `runs`); the same seed, global
-batch of 40 (micro-batches of 20 with accumulate_grad_batches=2 under FSDP, so the gradient
-sync switch is covered), gradient clipping at 0.5 (it clips: the global norm is checked across
-shards), SGD at a constant rate, 15 steps across an epoch end, a checkpoint every 3 steps:
+One chain of real CLI runs of the language model (a char transformer of two blocks, each sharded
+on its own, then the root) on a tiny corpus, shared by the tests (module fixture `runs`); the
+same seed, global batch of 8 windows (micro-batches of 4 with accumulate_grad_batches=2 under
+FSDP, so the gradient sync switch is covered), gradient clipping at 0.5 (it clips: the norm is
+taken across shards), SGD at a constant rate, 15 steps, a checkpoint every 3 steps:
   single    one process, the default strategy: the reference
   fsdp      2 ranks, runner.strategy=fsdp, uninterrupted
   to_one    fsdp's step-6 checkpoint (written by 2 ranks) resumed on 1 process to step 15
@@ -31,18 +32,24 @@ import pytest
 import torch
 
 from conftest import REPO
-from helpers import tiny_overrides
-from src.eval import evaluate_checkpoint
-from src.model.mlp import MLP
+from src import build
+from src.eval import evaluate_checkpoint, load_trained
 from src.reporting.logger import read_metrics
+from src.sample import SampleOptions, sample
 from src.training.checkpoint import load_checkpoint
-from src.training.sharded import load_model
 
 TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node"]
 COMMON = [
-    "model=mlp",
-    "data.val_size=120",
-    "data.batch_size=40",
+    "task=language_model",
+    "data.block_size=16",
+    "data.batch_size=8",
+    "data.eval_batch_size=16",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "device=cpu",
+    "runner.progress=log",
+    "runner.log_every_n_steps=2",
     "optimizer=sgd",
     "scheduler=none",
     "runner.max_epochs=2",
@@ -50,9 +57,8 @@ COMMON = [
     "runner.gradient_clip_val=0.5",
 ]
 FSDP = [
-    "runner.strategy=fsdp",
-    "runner.fsdp.shard_modules=[Linear]",  # each layer on its own, then the root
-    "data.batch_size=20",
+    "runner.strategy=fsdp",  # runner.fsdp.shard_modules=[Block]: each block, then the root
+    "data.batch_size=4",
     "runner.accumulate_grad_batches=2",
     "runner.checkpoint_every_n_steps=3",
     "runner.keep_last_k=10",
@@ -60,11 +66,11 @@ FSDP = [
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
-def overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
-    wanted = [*COMMON, *extra]
+def overrides(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
+    """COMMON with `extra` replacing the values of the same keys."""
+    wanted = [*extra, f"data.path={corpus}", f"hydra.run.dir={run_dir}"]
     keys = {o.split("=", 1)[0] for o in wanted}
-    base = [o for o in tiny_overrides(data_root, run_dir) if o.split("=", 1)[0] not in keys]
-    return [*base, *wanted]
+    return [*(o for o in COMMON if o.split("=", 1)[0] not in keys), *wanted]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -106,19 +112,21 @@ def sigterm_both_ranks(command: list[str], metrics: Path, after_step: int) -> st
 
 
 @pytest.fixture(scope="module")
-def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fsdp")
+    corpus = root / "corpus.txt"  # about 4k characters of small, regular Python
+    corpus.write_text("".join(f"def f{i}(x):\n    return x * {i % 7}\n" for i in range(160)))
     dirs = {name: root / name for name in ("single", "fsdp", "to_one", "to_two", "elastic")}
     main = ["-m", "src.main"]
-    launch([sys.executable, *main, *overrides(data_root, dirs["single"])])
-    launch([*TORCHRUN, "2", *main, *overrides(data_root, dirs["fsdp"], *FSDP)])
+    launch([sys.executable, *main, *overrides(corpus, dirs["single"])])
+    launch([*TORCHRUN, "2", *main, *overrides(corpus, dirs["fsdp"], *FSDP)])
     shutil.copytree(dirs["fsdp"] / "checkpoints" / "step-0000006", root / "from6")
-    to_one = overrides(data_root, dirs["to_one"], *FSDP, f"resume={root / 'from6'}")
+    to_one = overrides(corpus, dirs["to_one"], *FSDP, f"resume={root / 'from6'}")
     dirs["to_one.log"] = root / "to_one.log"
     dirs["to_one.log"].write_text(launch([sys.executable, *main, *to_one]))
     shutil.copytree(dirs["to_one"] / "checkpoints" / "step-0000009", root / "from9")
     background = "runner.fsdp.async_save=true"
-    to_two = overrides(data_root, dirs["to_two"], *FSDP, background, f"resume={root / 'from9'}")
+    to_two = overrides(corpus, dirs["to_two"], *FSDP, background, f"resume={root / 'from9'}")
     output = sigterm_both_ranks(
         [*TORCHRUN, "2", "-m", "ddp_probe", *to_two], dirs["to_two"] / "metrics.csv", 10
     )
@@ -128,19 +136,15 @@ def runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     again = [f"hydra.run.dir={dirs['to_two']}", "resume=auto"]  # replays async_save too
     launch([*TORCHRUN, "2", *main, *again])
     elastic = [*TORCHRUN, "2", "--max_restarts", "1", "-m", "ddp_probe"]
-    log = launch(
-        [*elastic, *overrides(data_root, dirs["elastic"], *FSDP)], KILL_IN_SAVE_AT_STEP="9"
-    )
+    log = launch([*elastic, *overrides(corpus, dirs["elastic"], *FSDP)], KILL_IN_SAVE_AT_STEP="9")
     dirs["elastic.log"] = root / "elastic.log"
     dirs["elastic.log"].write_text(log)
-    return dirs
+    return {**dirs, "corpus": corpus}
 
 
 def params(checkpoint: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's weights consolidated into a plain model on this one process."""
-    model = MLP(in_features=784, hidden=[256, 128], num_classes=10)
-    load_model(model, load_checkpoint(checkpoint), checkpoint)
-    return model.state_dict()
+    return load_trained(checkpoint, []).model.state_dict()
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -161,7 +165,7 @@ def test_two_rank_fsdp_matches_one_process(runs: dict[str, Path]) -> None:
     assert load_checkpoint(last)["state"]["step"] == 15
     assert_close(params(last), params(runs["single"] / "checkpoints" / "last.pt"))
     single, fsdp = train_losses(runs["single"]), train_losses(runs["fsdp"])
-    assert list(single) == list(fsdp) and len(fsdp) == 8
+    assert list(single) == list(fsdp) and len(fsdp) >= 7
     assert list(fsdp.values()) == pytest.approx(list(single.values()), rel=1e-4)
     results = [json.loads((runs[k] / "results.json").read_text()) for k in ("single", "fsdp")]
     assert results[1]["test/loss"] == pytest.approx(results[0]["test/loss"], rel=1e-4)
@@ -216,24 +220,16 @@ def test_eval_consolidates_a_sharded_checkpoint_on_one_process(runs: dict[str, P
     best = runs["fsdp"] / "checkpoints" / "best"
     results = evaluate_checkpoint(best, [])
     expected = json.loads((runs["fsdp"] / "results.json").read_text())
-    for key in ("test/loss", "test/acc"):
+    for key in ("test/loss", "test/bpc"):
         assert results[key] == pytest.approx(expected[key], rel=1e-6)
 
 
-def test_predict_reads_a_sharded_checkpoint_on_one_process(
-    runs: dict[str, Path], tmp_path: Path
-) -> None:
-    from PIL import Image
-
-    from helpers import synthetic_digits
-    from src.predict import main as predict
-
-    images, labels = synthetic_digits(3, seed=5)
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(tmp_path / f"{i}.png")
+def test_sample_reads_a_sharded_checkpoint_on_one_process(runs: dict[str, Path]) -> None:
     best = runs["fsdp"] / "checkpoints" / "best"
-    rows = predict([f"ckpt={best}", f"input={tmp_path}", f"out={tmp_path / 'p.csv'}"])
-    assert [int(r["class"]) for r in rows] == [int(y) for y in labels]
+    trained = load_trained(best, [])
+    text = sample(trained, SampleOptions(prompt="def ", length=20, temperature=0.0))
+    assert text.startswith("def ") and len(text) == 24
+    assert set(text) <= set(runs["corpus"].read_text())
 
 
 def test_a_restarted_worker_group_resumes_its_own_run(
@@ -262,15 +258,13 @@ def test_either_strategy_reads_the_other_ones_checkpoint_on_one_process(
     from src.launch.distributed import World
     from src.training.strategy import FSDPOptions, Replicated, Sharded
 
-    def fresh() -> tuple[MLP, torch.optim.SGD]:
-        model = MLP(in_features=784, hidden=[256, 128], num_classes=10)
-        return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
     single = runs["single"] / "checkpoints" / "last.pt"
     sharded = runs["fsdp"] / "checkpoints" / "last"
     for strategy, path in ((Sharded(World(), FSDPOptions()), single), (Replicated(), sharded)):
-        model, optimizer = fresh()
+        model = build.build_model(load_trained(path, []).cfg, torch.device("cpu"))  # fresh
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         strategy.load_state(model, optimizer, load_checkpoint(path), str(path))
         assert_close(model.state_dict(), params(path))
         momentum = [optimizer.state[p]["momentum_buffer"] for p in model.parameters()]
-        assert len(momentum) == 6 and all(m.abs().sum() > 0 for m in momentum)
+        assert len(momentum) == len(list(model.parameters()))
+        assert all(m.abs().sum() > 0 for m in momentum)
