@@ -57,7 +57,7 @@ from src.training.resume import (
     schedule_of,
 )
 from src.training.state import TrainState, seed_everything
-from src.training.strategy import build_strategy
+from src.training.strategy import build_strategy, unwrapped
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -160,10 +160,9 @@ def build_runner(
     plan: ResumePlan | None,
     total_steps: int,
 ) -> Runner:
-    model = build.build_model(cfg, device)
-    callbacks = build.build_callbacks(cfg, model)
     strategy = build_strategy(cfg.runner.strategy, OmegaConf.to_object(cfg.runner.fsdp), world)
-    model = strategy.wrap(model, device)  # DDP, FSDP, or as it is on one process
+    model = strategy.wrap(build.build_model(cfg, device), device)  # DDP, FSDP, or as it is
+    callbacks = build.build_callbacks(cfg, unwrapped(model))  # on the bare model
     optimizer = build.build_optimizer(cfg, model)
     config = portable_config(cfg)
     schedule, exact = (

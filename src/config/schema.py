@@ -24,8 +24,7 @@ from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
 from src.task.reconstruction import ReconstructionLoss
-from src.training.options import RunnerOptions
-from src.training.strategy import FSDPOptions, StrategyChoice
+from src.training.options import FSDPOptions, RunnerOptions, StrategyChoice
 
 
 @dataclass

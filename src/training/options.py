@@ -7,7 +7,7 @@ anything else while composing the config, with the list of valid values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -30,6 +30,23 @@ class Precision(str, Enum):
     fp32 = "fp32"  # plain float32
     bf16 = "bf16"  # autocast to bfloat16 (float32's range: no loss scaling needed)
     fp16 = "fp16"  # autocast to float16, with loss scaling so small gradients survive
+
+
+class StrategyChoice(str, Enum):
+    ddp = "ddp"  # every rank holds the whole model (one process: no wrapper at all)
+    fsdp = "fsdp"  # FSDP2: parameters, gradients and optimizer state sharded across ranks
+
+
+@dataclass
+class FSDPOptions:
+    """`runner.fsdp`: what FSDP shards and how (docs/distributed.md)."""
+
+    shard_modules: list[str] = field(default_factory=lambda: ["Block"])  # repeated block classes
+    param_dtype: Precision = Precision.fp32  # gathered parameters' dtype (bf16: half the traffic)
+    reduce_dtype: Precision = Precision.fp32  # gradients' dtype in the reduce-scatter
+    reshard_after_forward: bool = True  # free a gathered block after forward (regather for bwd)
+    cpu_offload: bool = False  # shards, gradients and optimizer state in CPU memory (CUDA)
+    async_save: bool = False  # write checkpoints in the background while training goes on
 
 
 @dataclass

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +36,12 @@ from src.training.checkpoint import (
     load_checkpoint,
     load_model_weights,
 )
-from src.training.options import Precision
+from src.training.options import FSDPOptions, Precision, StrategyChoice
 from src.training.sharded import ShardedCheckpointer, load_model, load_tensors, merge, split_tensors
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _FULL = StateDictOptions(full_state_dict=True)
-
-
-class StrategyChoice(str, Enum):
-    ddp = "ddp"  # every rank holds the whole model (one process: no wrapper at all)
-    fsdp = "fsdp"  # FSDP2: parameters, gradients and optimizer state sharded across ranks
-
-
-@dataclass
-class FSDPOptions:
-    """`runner.fsdp`: what FSDP shards and how (docs/distributed.md)."""
-
-    shard_modules: list[str] = field(default_factory=lambda: ["Block"])  # repeated block classes
-    param_dtype: Precision = Precision.fp32  # gathered parameters' dtype (bf16: half the traffic)
-    reduce_dtype: Precision = Precision.fp32  # gradients' dtype in the reduce-scatter
-    reshard_after_forward: bool = True  # free a gathered block after forward (regather for bwd)
-    cpu_offload: bool = False  # shards, gradients and optimizer state in CPU memory (CUDA)
-    async_save: bool = False  # write checkpoints in the background while training goes on
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
