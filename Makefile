@@ -45,17 +45,17 @@ test:  ## run the test suite (one worker per core; each test file stays on one w
 	$(PY) -m pytest -q -n auto --dist loadfile $(ARGS)
 
 lint:  ## check formatting (black), lint (ruff), types (mypy) and the import rules (import-linter)
-	$(PY) -m black --check src test
-	$(PY) -m ruff check src test
-	$(PY) -m mypy src
+	$(PY) -m black --check src test hydra_plugins
+	$(PY) -m ruff check src test hydra_plugins
+	$(PY) -m mypy src hydra_plugins
 	$(VENV)/bin/lint-imports --no-cache
 
 docs:  ## refresh the generated config reference in docs/configs.md
 	$(PY) -m src.config.reference --write
 
 format:  ## format the code in place
-	$(PY) -m ruff check --fix --quiet src test || true
-	$(PY) -m black --quiet src test
+	$(PY) -m ruff check --fix --quiet src test hydra_plugins || true
+	$(PY) -m black --quiet src test hydra_plugins
 
 clean:  ## remove run outputs and caches (keeps data/ and .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache .mypy_cache

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -42,11 +42,14 @@ from src.reporting.records import RecordWriter
 from src.reporting.results import final_line, write_results
 from src.reporting.trackers import Tracker, flatten, saved_run_ids
 from src.runner import Runner
+from src.sweep.study_trial import trial_callbacks
 from src.sweep.trial import monitored_value, run_trial
 from src.task.base import Task
 from src.training import debug
+from src.training.callbacks import Callback
 from src.training.checkpoint import load_checkpoint
 from src.training.options import RunnerOptions
+from src.training.pruning import pruned
 from src.training.resume import (
     ResumePlan,
     elastic_restart,
@@ -72,6 +75,7 @@ def train(
     tags: dict[str, Any] | None = None,
     on_training: Callable[[], None] = lambda: None,
     sweep_dir: Path | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Build everything from the config, fit, test; return the results written to results.json.
 
@@ -79,7 +83,7 @@ def train(
     nothing to save and a signal stops at once; from `on_training()` on, the loop finishes its
     step (or evaluation batch), writes last.pt and stops. `tags` are stored in results.json as
     they are (a sweep trial's identity, see src/sweep); a trial's trackers group it with the
-    other trials of `sweep_dir`.
+    other trials of `sweep_dir`, and `callbacks` join the config's (a trial's pruning).
     """
     started = time.perf_counter()
     with StopRequest(immediate=True) as stop:
@@ -91,7 +95,7 @@ def train(
         device = resolve_device(cfg.device, world)
         records = RecordWriter(records_dir or run_dir, device, enabled=world.is_main)
         try:
-            runner, data = set_up(cfg, task, trackers, run_dir, world, device, started)
+            runner, data = set_up(cfg, task, trackers, run_dir, world, device, started, callbacks)
         except BaseException:
             records.join()  # a failed start is undone by the caller once the records are written
             raise
@@ -123,6 +127,7 @@ def set_up(
     world: World,
     device: torch.device,
     started: float,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[Runner, Loaders]:
     """Everything before training: ranks, data, the checkpoint to resume, the runner."""
     init_distributed(world, device)
@@ -143,6 +148,7 @@ def set_up(
     runner = build_runner(
         cfg, task, data, logger, run_dir, world, device, started, plan, total_steps
     )
+    runner.callbacks += callbacks  # a sweep trial's pruning (it keeps no state to resume)
     if cfg.resume and plan is None:  # resume=auto found nothing here: this run starts over
         runner.logger.truncate_after(0)  # rows an attempt that never checkpointed left behind
     return runner, data
@@ -239,7 +245,7 @@ def run_summary(runner: Runner, cfg: DictConfig, train_loader: Any) -> dict[str,
         "train_time_s": round(state.train_time_s, 3),
         "wall_time_s": round(runner.wall_clock.elapsed(), 3),
         "world_size": runner.world.world_size,
-        "status": "completed",
+        "status": "pruned" if pruned(runner.callbacks) else "completed",
         **({"stop_reason": state.stop_reason} if state.stop_reason else {}),
     }
 
@@ -262,7 +268,13 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # skip a finished trial, record a failed one
             overrides = list(hydra_cfg.overrides.task)
             sweep_dir = Path(hydra_cfg.sweep.dir)
-            trial = lambda tags: train(cfg, run_dir, tags=tags, sweep_dir=sweep_dir)  # noqa: E731
+            trial = lambda tags: train(  # noqa: E731
+                cfg,
+                run_dir,
+                tags=tags,
+                sweep_dir=sweep_dir,
+                callbacks=trial_callbacks(cfg.runner.monitor, hydra_cfg),
+            )
             return run_trial(cfg, run_dir, overrides, trial)
         # A start that fails (bad input, a signal before training) leaves the folder as it was.
         with cli.one_line_errors(), UndoFailedStart() as start:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from src.config import reference, schema
+from src.config.sweeper import OptunaSweeperConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "configs.md"
@@ -20,7 +21,8 @@ def test_the_config_reference_in_the_docs_is_current() -> None:
 
 def test_every_schema_field_has_a_meaning_beside_it() -> None:
     missing = []
-    for node in [schema.Config, *(n for o in schema.SCHEMAS.values() for n in o.values())]:
+    options = (n for o in schema.SCHEMAS.values() for n in o.values())
+    for node in [schema.Config, *options, OptunaSweeperConfig]:
         comments = reference.field_comments(node)
         missing += [
             f"{node.__name__}.{f.name}"

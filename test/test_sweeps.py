@@ -1,5 +1,5 @@
-"""Sweeps through the real command line on synthetic data: grid, Optuna, failures, resuming,
-the summary they write, and the TensorBoard files of each trial."""
+"""Sweeps through the real command line on synthetic data: grid, failures, resuming, the summary
+they write, and the TensorBoard files of each trial (Optuna: test_optuna.py)."""
 
 from __future__ import annotations
 
@@ -93,22 +93,6 @@ def test_each_trial_logs_scalars_and_hyperparameters_to_tensorboard(grid_sweep: 
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
     assert hparams["optimizer.lr"].number_value == pytest.approx(0.003)
     assert hparams["model._target_"].string_value == "src.model.cnn.CNN"
-
-
-def test_optuna_sweep_runs_its_trials_and_reports_the_best_parameters(
-    cli, data_root: Path, tmp_path: Path
-) -> None:
-    sweep_dir = tmp_path / "optuna"
-    args = sweep_overrides(data_root, sweep_dir, "data.batch_size=choice(50,100)")
-    result = cli("sweep=optuna", "hydra.sweeper.n_trials=3", *args)
-    assert result.returncode == 0, result.stderr
-    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "data.batch_size"}
-    rows = read_csv(sweep_dir / "summary.csv")
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
-    assert best["best_value"] == pytest.approx(float(rows[0]["best/val/acc"]))
-    assert float(rows[0]["optimizer.lr"]) == pytest.approx(best["best_params"]["optimizer.lr"])
-    assert "Optuna's best:" in (sweep_dir / "summary.md").read_text()
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_carries_on(

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.config.sweeper import OptunaSweeperConfig
 from src.config.trackers import MLflowConfig, TensorBoardConfig, WandbConfig
 from src.data.augment import AugmentOptions
 from src.data.dataloader import DataLoaderOptions
@@ -295,6 +296,7 @@ def register_configs() -> None:
     """
     cs = ConfigStore.instance()
     cs.store(group="schema", name="config", node=Config)
+    cs.store(group="hydra/sweeper", name="optuna_study", node=OptunaSweeperConfig)  # sweep=optuna
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

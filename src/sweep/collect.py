@@ -3,7 +3,9 @@
 Per trial: `.hydra/overrides.yaml` (what was swept), `.hydra/config.yaml` (which metric was
 monitored, and in which direction), `results.json` (status, final and best metrics) and
 `metrics.csv` (the validation curve, and the training loss). Metric names are whatever the runs
-logged: nothing here knows a task. A folder without results.json is `incomplete`.
+logged: nothing here knows a task. A folder without results.json is `incomplete`; an Optuna
+trial that its pruner stopped early is `pruned`, one cut off with its sweep and queued again as
+a new trial is `retried`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import yaml
 
 from src.common.args import split_override
 
+FINISHED = ("completed", "pruned")  # ran to its end (a pruned trial stopped early on purpose)
+SETTLED = (*FINISHED, "retried")  # nothing left to do (a retried trial's parameters ran again)
+
 
 @dataclass
 class Trial:
     name: str  # the job's folder name (its number under Hydra's default subdir)
     path: Path
     overrides: dict[str, str]  # key -> value, as typed on the command line
-    status: str  # completed | failed | stopped | incomplete
+    status: str  # completed | pruned | failed | stopped | retried | incomplete
     results: dict[str, Any]
     monitor: str = "val/acc"
     mode: str = "max"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from src.sweep.collect import Trial, as_number
+from src.sweep.collect import FINISHED, Trial, as_number
 from src.sweep.table import (
     Group,
     fmt,
@@ -38,12 +38,12 @@ def summary_markdown(
         over = repeated_over(trials)
         lines += ["", f"## Grouped over {over} (mean ± std, n = completed trials)", ""]
         lines += _group_table(groups, grouped_metrics(trials))
-    failed = [t for t in trials if t.status != "completed"]
+    failed = [t for t in trials if t.status not in FINISHED]
     if failed:
         lines += ["", "## Trials that did not complete", ""]
         lines += [f"- trial {t.name} ({t.status}): {t.error or 'no results.json'}" for t in failed]
-    if optuna:
-        params = ", ".join(f"`{k}={v}`" for k, v in optuna.get("best_params", {}).items())
+    if optuna and "best_params" in optuna:  # a study without a complete trial has no best
+        params = ", ".join(f"`{k}={v}`" for k, v in optuna["best_params"].items())
         lines += ["", f"Optuna's best: {params} with value {optuna.get('best_value')}."]
     return "\n".join(lines) + "\n"
 

@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.common.files import atomic_open, atomic_path
-from src.sweep.collect import Trial, collect
+from src.sweep.collect import SETTLED, Trial, collect
 from src.sweep.markdown import summary_markdown
 from src.sweep.table import (
     group_repeats,
@@ -61,8 +61,9 @@ def write_summary(sweep_dir: str | Path) -> list[Path]:
 
 
 def incomplete(trials: list[Trial]) -> str:
-    """'' when every trial completed, else a line naming the others."""
-    others = [t for t in trials if t.status != "completed"]
+    """'' when every trial completed (or was pruned, or ran again), else a line naming the
+    others."""
+    others = [t for t in trials if t.status not in SETTLED]
     if not others:
         return ""
     names = ", ".join(f"{t.name} ({t.status})" for t in others)

@@ -7,7 +7,8 @@ results.json and the sweep goes on; a signal (Ctrl-C, SIGTERM) ends the whole sw
 Hydra rewrites `.hydra/overrides.yaml` when a job starts, before the task runs, so that file
 cannot tell whether the finished run had the same overrides. `results.json` therefore stores its
 own copy of the overrides, a digest of the resolved config and the code's version (commit and
-uncommitted changes); a trial is skipped only when all match and its status is `completed`.
+uncommitted changes); a trial is skipped only when all match and its status is `completed` (or
+`pruned`: an Optuna pruner stopped it early).
 Any other trial starts again from a clean folder: what an earlier attempt left (metrics,
 checkpoints, results, records, its log) is removed first, so two attempts never mix. The trial
 holds its folder's lock while it runs: a second sweep into the same folder is refused.
@@ -31,6 +32,7 @@ from src.launch import cli
 from src.launch.run_dir import LOG, lock_run_directory
 from src.launch.signals import Interrupted, StopTraining
 from src.reporting.records import code_version
+from src.sweep.collect import FINISHED
 
 # What a run writes into its folder besides .hydra/ and main.log: an earlier attempt's copies go.
 RUN_FILES = (
@@ -118,7 +120,7 @@ def finished_results(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] 
         results = json.loads((run_dir / "results.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(results, dict) or results.get("status") != "completed":
+    if not isinstance(results, dict) or results.get("status") not in FINISHED:
         return None
     if any(results.get(key) != value for key, value in identity.items()):
         return None

@@ -1,7 +1,7 @@
 """Callbacks: what joins the loop at fixed points without adding branches to it.
 
     after every optimizer step        on_step_end(runner)            EMA update, profiler step
-    after every validation            on_validation_end(runner, m)   early stopping
+    after every validation            on_validation_end(runner, m)   early stopping, pruning
     around validation and test        evaluation_weights(runner)     EMA swaps its weights in
 
 A callback's `state_dict` goes into every checkpoint under its `name`, so a resumed run continues
