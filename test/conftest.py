@@ -7,14 +7,18 @@ import os
 # One compute thread per process: `make test` runs a worker per core, and each worker's runs
 # beside it; more threads than cores only queue. (Set before torch is first imported.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# `make test ARGS=...` hands ARGS to every make a test runs (make sample, make eval, ...) through
+# MAKEFLAGS; those commands must see only their own arguments.
+for inherited in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS"):
+    os.environ.pop(inherited, None)
 
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
+import subprocess  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import pytest
+import pytest  # noqa: E402
 
-from helpers import REPO, run_cli, tiny_overrides, write_mnist_like
+from helpers import REPO, run_cli, tiny_overrides, write_mnist_like  # noqa: E402
 
 __all__ = ["REPO"]  # test modules import it from here
 
