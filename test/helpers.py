@@ -10,6 +10,7 @@ from typing import Any
 import forkserver
 import numpy as np
 
+from src.common.args import split_override
 from src.data.idx import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,11 +85,16 @@ def tiny_overrides(data_root: Path, run_dir: Path) -> list[str]:
     ]
 
 
+def with_overrides(base: list[str], *wanted: str) -> list[str]:
+    """`base` without the keys `wanted` sets, then `wanted`: later values replace earlier ones."""
+    keys = {split_override(o)[0] for o in wanted}
+    return [*(o for o in base if split_override(o)[0] not in keys), *wanted]
+
+
 def sweep_overrides(data_root: Path, sweep_dir: Path, *swept: str) -> list[str]:
     """`tiny_overrides` for a multirun below `sweep_dir`, plus the `swept` overrides."""
-    keys = {"hydra.run.dir", *(s.split("=")[0] for s in swept)}
-    keep = [o for o in tiny_overrides(data_root, sweep_dir) if o.split("=")[0] not in keys]
-    return [*keep, "runner.max_steps=6", f"hydra.sweep.dir={sweep_dir}", *swept]
+    run = tiny_overrides(data_root, sweep_dir)[:-1]  # without hydra.run.dir
+    return with_overrides([*run, "runner.max_steps=6", f"hydra.sweep.dir={sweep_dir}"], *swept)
 
 
 class BrokenModel:

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from helpers import tiny_overrides
+from helpers import tiny_overrides, with_overrides
 from src.launch.cli import quiet_other_ranks
 from src.launch.distributed import World
 from src.launch.slurm import requeue_if_preempted
@@ -48,10 +48,7 @@ TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 def overrides(data_root: Path, run_dir: Path, *extra: str) -> list[str]:
     """tiny_overrides with `extra` (and COMMON) replacing the values of the same keys."""
-    wanted = [*COMMON, *extra]
-    keys = {o.split("=", 1)[0] for o in wanted}
-    base = [o for o in tiny_overrides(data_root, run_dir) if o.split("=", 1)[0] not in keys]
-    return [*base, *wanted]
+    return with_overrides(tiny_overrides(data_root, run_dir), *COMMON, *extra)
 
 
 def launch(command: list[str], **env: str) -> subprocess.CompletedProcess:

@@ -32,6 +32,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from helpers import with_overrides
 from src import build
 from src.eval import evaluate_checkpoint, load_trained
 from src.reporting.logger import read_metrics
@@ -68,9 +69,7 @@ TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 def overrides(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     """COMMON with `extra` replacing the values of the same keys."""
-    wanted = [*extra, f"data.path={corpus}", f"hydra.run.dir={run_dir}"]
-    keys = {o.split("=", 1)[0] for o in wanted}
-    return [*(o for o in COMMON if o.split("=", 1)[0] not in keys), *wanted]
+    return with_overrides(COMMON, *extra, f"data.path={corpus}", f"hydra.run.dir={run_dir}")
 
 
 def environment(**extra: str) -> dict[str, str]:
