@@ -39,6 +39,7 @@ def grey_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def loaders(root: Path, cache: Path, **kwargs):
     args = {"batch_size": 8, "eval_batch_size": 10, "cache_dir": str(cache)}
     args["loader"] = {"num_workers": kwargs.pop("workers", 0)}
+    args["decode_workers"] = kwargs.pop("decode_workers", 0)
     return build_loaders(str(root), **(args | kwargs))
 
 
@@ -203,7 +204,9 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(
         image_cache, "build_cache", lambda *a, **k: builds.append(1) or real_build(*a, **k)
     )
     rng = torch.get_rng_state()
-    first = loaders(root, tmp_path / "cache", val_size=2, test_size=2, batch_size=4, workers=1)
+    first = loaders(
+        root, tmp_path / "cache", val_size=2, test_size=2, batch_size=4, decode_workers=1
+    )
     assert torch.equal(torch.get_rng_state(), rng)  # building a cache moves no random numbers
     loaders(root, tmp_path / "cache", val_size=2, test_size=2, batch_size=4)
     assert len(builds) == 1
@@ -216,9 +219,7 @@ def test_cache_is_reused_and_rebuilt_when_a_file_changes(
 
 def _open_in_child(root: str, cache: str, out: str) -> None:
     scan = scan_folder(root)
-    opened = image_cache.open_cache(
-        scan, 1, 12, cache, image_cache.DataLoaderOptions(num_workers=0), progress=False
-    )
+    opened = image_cache.open_cache(scan, 1, 12, cache, workers=0, progress=False)
     Path(out).write_text(str(opened.folder))
 
 

@@ -62,17 +62,18 @@ def table(node: type, prefix: str = "") -> list[str]:
     return ["| key | default | meaning |", "| --- | --- | --- |", *rows(node, prefix)]
 
 
-def rows(node: type, prefix: str = "") -> list[str]:
-    """One row per field; a nested schema (runner.ema) as one row per field of its own."""
+def rows(node: type, prefix: str = "", values: Any = None) -> list[str]:
+    """One row per field; a nested schema (runner.ema) as one row per field of its own, with the
+    values of the instance its parent makes (`values`), which may differ from its own defaults."""
     comments, found = field_comments(node), []
     for field in dataclasses.fields(node):
-        default = default_of(field)
+        default = default_of(field) if values is None else getattr(values, field.name)
         if field.name == "_partial_" or default is dataclasses.MISSING:
             continue
         if default == MISSING and field.type in (Any, "Any"):
             continue  # a group's own node (its options have tables of their own)
         if dataclasses.is_dataclass(default):
-            found += rows(type(default), f"{prefix}{field.name}.")
+            found += rows(type(default), f"{prefix}{field.name}.", default)
             continue
         meaning = comments.get(field.name, "").replace("|", "\\|")
         value = "required" if default == MISSING else f"`{shown(default)}`"

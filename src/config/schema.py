@@ -9,7 +9,7 @@ A model field that is `None` here is filled from the data (`Loaders.info`) in `s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,6 +22,7 @@ from src.data.augment import AugmentOptions
 from src.data.dataloader import DataLoaderOptions
 from src.data.fashion_mnist import FASHION_MEAN, FASHION_STD
 from src.data.image_files import CorruptFiles
+from src.data.image_folder import DECODE_WORKERS, DEFAULT_LOADER
 from src.data.mnist import MNIST_MEAN, MNIST_STD
 from src.launch.distributed import DeviceChoice
 from src.reporting.progress import ProgressMode
@@ -71,7 +72,9 @@ class ImageFolderConfig:
     augment: AugmentOptions = field(default_factory=AugmentOptions)  # random training changes
     on_corrupt: CorruptFiles = CorruptFiles.refuse  # a file that does not decode: refuse | skip
     cache_dir: str = "data/cache"  # decoded images, one folder per (file list, size, channels)
-    loader: DataLoaderOptions = field(default_factory=DataLoaderOptions)  # workers, pinning
+    decode_workers: int = DECODE_WORKERS  # processes decoding the files into the cache, once
+    # No batch workers (why: image_folder.py); some for augment.mode=per_sample or a huge cache.
+    loader: DataLoaderOptions = field(default_factory=lambda: replace(DEFAULT_LOADER))  # 0 workers
 
 
 @dataclass

@@ -20,6 +20,7 @@ LOWER_BOUNDS = {
     "data.val_size": (0, True),
     "data.test_size": (0, True),
     "data.loader.num_workers": (0, True),
+    "data.decode_workers": (0, True),
     "data.loader.prefetch_factor": (1, True),
     "runner.max_epochs": (0, True),
     "runner.max_steps": (-1, True),

@@ -34,7 +34,6 @@ from PIL import UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from src.data.dataloader import DataLoaderOptions
 from src.data.idx import DataError
 from src.data.image_files import FolderScan, decode
 
@@ -69,7 +68,7 @@ def open_cache(
     channels: int,
     side: int,
     cache_dir: str | Path,
-    options: DataLoaderOptions,
+    workers: int,
     progress: bool = True,
 ) -> ImageCache:
     """The cache of these files at this size, built first if no process has built it yet."""
@@ -85,7 +84,7 @@ def open_cache(
                 shutil.rmtree(stale, ignore_errors=True)
             partial = cache_dir / f".{folder.name}.partial-{os.getpid()}"
             try:
-                build_cache(scan, channels, side, partial, options, progress)
+                build_cache(scan, channels, side, partial, workers, progress)
                 partial.rename(folder)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
@@ -116,7 +115,7 @@ def build_cache(
     channels: int,
     side: int,
     folder: Path,
-    options: DataLoaderOptions,
+    workers: int,
     progress: bool,
 ) -> None:
     """Decode every file into `folder`, then write what the loaders read beside the pixels."""
@@ -138,7 +137,7 @@ def build_cache(
         size / 2**20,
     )
     images = np.memmap(folder / "images.u8", np.uint8, "w+", shape=shape)
-    sums, squares, corrupt = decode_into(images, scan, options, progress)
+    sums, squares, corrupt = decode_into(images, scan, workers, progress)
     images.flush()
     del images
     np.savez(folder / "index.npz", sums=sums, squares=squares)
@@ -155,18 +154,19 @@ def build_cache(
 
 
 def decode_into(
-    images: np.ndarray, scan: FolderScan, options: DataLoaderOptions, progress: bool
+    images: np.ndarray, scan: FolderScan, workers: int, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Fill `images` (N, C, S, S) with DataLoader workers, in file order; return the channel
-    sums and sums of squares of each image, and the files that did not decode. An unreadable
-    file stops it."""
+    """Fill `images` (N, C, S, S) in file order, decoding in `workers` DataLoader worker
+    processes (decoding, unlike reading the cache, is worth a process); return the channel sums
+    and sums of squares of each image, and the files that did not decode. An unreadable file
+    stops it."""
     n, channels, side, _ = images.shape
     sums, squares = np.zeros((n, channels)), np.zeros((n, channels))
     corrupt: dict[int, str] = {}
     loader = DataLoader(
         _DecodeFiles(scan.files, channels, side),
         batch_size=DECODE_BATCH,
-        num_workers=options.num_workers,
+        num_workers=workers,
         collate_fn=_collate_decoded,
         generator=torch.Generator(),  # whether a cache is built never moves the run's RNG
     )
@@ -268,5 +268,5 @@ if __name__ == "__main__":
             (Path(tmp) / "images" / name).mkdir(parents=True)
             Image.new("L", (28, 28), 100 * i).save(Path(tmp) / "images" / name / "0.png")
         scan = scan_folder(sys.argv[1] if len(sys.argv) > 1 else Path(tmp) / "images")
-        cache = open_cache(scan, 1, 28, Path(tmp) / "cache", DataLoaderOptions(num_workers=0))
+        cache = open_cache(scan, 1, 28, Path(tmp) / "cache", workers=0)
         print(cache.folder.name, cache.shape, "mean/std", cache.channel_stats(np.arange(2)))
