@@ -25,6 +25,7 @@ from src.config.schema import Config, register_configs
 from src.config.validate import check_config
 from src.data.loaders import Loaders
 from src.launch import cli
+from src.launch.allocator import keep_freed_memory
 from src.launch.distributed import (
     World,
     barrier,
@@ -39,7 +40,7 @@ from src.launch.signals import StopRequest
 from src.reporting.logger import MetricLogger
 from src.reporting.progress import Progress
 from src.reporting.records import RecordWriter
-from src.reporting.results import final_line, write_results
+from src.reporting.results import write_results
 from src.reporting.trackers import Tracker, flatten, saved_run_ids
 from src.runner import Runner
 from src.sweep.study_trial import trial_callbacks
@@ -108,7 +109,7 @@ def train(
             )
             with profiling, debug.anomaly(cfg.runner.detect_anomaly):
                 runner.fit(data.train, data.val)
-            results = overfit_report(runner, data.train) if cfg.runner.overfit_batches > 0 else {}
+            results = debug.overfit_report(runner, data.train) if cfg.runner.overfit_batches else {}
             results |= runner.test(data.test)
             results |= run_summary(runner, cfg, data.train) | (tags or {})
             runner.logger.log_results(results, runner.state.step)
@@ -206,15 +207,6 @@ def build_runner(
     return runner
 
 
-def overfit_report(runner: Runner, batches: Any) -> dict[str, Any]:
-    """The task's metrics on the repeated batches after training: they should be near perfect."""
-    batches.set_epoch(0)
-    metrics = runner.evaluate(batches, "overfit")
-    shown = final_line(metrics, prefix="overfit/").replace("overfit/", "")
-    log.info("overfit: %s on the %d repeated batches", shown, len(batches))
-    return metrics
-
-
 def portable_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, with paths made absolute so it works from anywhere."""
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
@@ -287,6 +279,7 @@ def main(cfg: DictConfig) -> float:
 def run() -> None:
     """The command line: resume rewrites it first, and errors become one line."""
     torch.set_float32_matmul_precision("high")
+    keep_freed_memory()  # no page faults for the memory each step frees and allocates again
     root = Config.output_root
     cli.run(
         main,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ from torch import nn
 from src.data.collate import NormalizeImages
 from src.data.in_memory import InMemoryLoader
 from src.data.text import TextWindows
+from src.launch.allocator import keep_freed_memory
 from src.model.autoencoder import ConvAutoencoder
 from src.model.char_transformer import CharTransformer
 from src.model.cnn import CNN
@@ -102,3 +105,29 @@ def test_no_host_sync_on_non_logging_steps(sync_calls: list, name: str) -> None:
     assert sync_calls, "the spy saw nothing: instrumentation broken"
     assert set(steps_at_sync) <= {5, 10, 15, 20}, list(zip(steps_at_sync, sync_calls))
     assert 5 in steps_at_sync  # logging steps do read back
+
+
+def allocator_demo(*args: str) -> float:
+    """Page faults per 32 MB tensor allocated and freed, from the module's demo process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "src.launch.allocator", *args],
+        cwd=Path(SRC).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.split()[0])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tunes glibc's malloc only")
+def test_kept_memory_is_not_faulted_in_again_at_every_step() -> None:
+    assert allocator_demo("--default") > 4000  # each 32 MB block is mapped anew (8192 pages)
+    assert allocator_demo() == 0
+
+
+def test_a_users_malloc_variables_win(monkeypatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory() is False

@@ -2,6 +2,7 @@
 
 - `RepeatBatches`: the same few training batches every epoch (`runner.overfit_batches`). A model
   that cannot drive their loss to ~0 has a bug: a wrong loss, a detached graph, a frozen layer.
+  `overfit_report` evaluates them after training.
 - `profiler`: torch.profiler over a few optimizer steps, stepped by a callback after each
   optimizer step; the trace lands in `<run>/profile/` (`runner.profile`).
 - `anomaly`: autograd anomaly detection (`runner.detect_anomaly`): a NaN made in backward
@@ -22,6 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from src.common.files import atomic_path, atomic_write_bytes
+from src.reporting.results import final_line
 from src.training.callbacks import OnStepEnd
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,15 @@ class RepeatBatches:
 
     def __iter__(self) -> Iterator[Any]:
         yield from self.batches[self.start_batch :]
+
+
+def overfit_report(runner: Any, batches: RepeatBatches) -> dict[str, Any]:
+    """The task's metrics on the repeated batches after training: they should be near perfect."""
+    batches.set_epoch(0)
+    metrics = runner.evaluate(batches, "overfit")
+    shown = final_line(metrics, prefix="overfit/").replace("overfit/", "")
+    log.info("overfit: %s on the %d repeated batches", shown, len(batches))
+    return metrics
 
 
 @contextmanager
