@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from src.launch.allocator import keep_freed_memory
 from src.tools.bench.data import data_throughput, end_to_end
 from src.tools.bench.images import image_folder_rows
 from src.tools.bench.loops import Row, compare_ema, compare_loops
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 minute)")
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.md and bench.csv")
     args = parser.parse_args()
+    keep_freed_memory()  # as `python -m src.main` does: every loop timed alike
     # (steps per epoch, Runner repeats, Lightning repeats): many short repeats beat a few long ones
     plan = {
         "cnn": (40, 3, 3) if args.quick else (40, 61, 7),
