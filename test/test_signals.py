@@ -16,8 +16,11 @@ from pathlib import Path
 
 import forkserver
 import pytest
+import torch
 
 from helpers import REPO, tiny_overrides
+from src.launch import signals
+from src.launch.distributed import World
 from src.launch.signals import Interrupted, StopRequest
 from src.training.checkpoint import load_checkpoint
 
@@ -47,6 +50,22 @@ def test_before_training_a_signal_stops_at_once_and_later_only_sets_the_flag() -
         stop.defer()
         os.kill(os.getpid(), signal.SIGUSR1)
         assert stop.requested and stop.exit_code == 138
+
+
+def test_a_signal_during_the_agreement_counts_at_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every rank must take the all-reduce's answer: a flag read again after it could differ."""
+    stop = StopRequest()
+
+    def all_reduce_meanwhile_signalled(flag: torch.Tensor, world: World) -> bool:
+        stop.request(signal.SIGTERM)  # lands while the ranks sum the flags they read
+        return bool(flag)
+
+    monkeypatch.setattr(signals, "any_rank", all_reduce_meanwhile_signalled)
+    two_ranks, cpu = World(rank=0, world_size=2), torch.device("cpu")
+    assert not stop.agreed(two_ranks, cpu)  # the other ranks read no flag: they train on
+    assert stop.agreed(two_ranks, cpu) and stop.exit_code == 143
 
 
 def test_previous_handlers_are_restored() -> None:

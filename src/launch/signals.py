@@ -76,12 +76,15 @@ class StopRequest:
 
     def agreed(self, world: World, device: torch.device) -> bool:
         """Whether to stop, the same answer on every rank (under DDP the flag is summed over
-        ranks, so all stop at the same step)."""
+        ranks, so all stop at the same step). The answer is the sum's, never the flag read again:
+        a signal that lands during the all-reduce counts at the next agreement, or this rank
+        would stop while the others train on, each waiting in a different collective."""
         if not world.is_distributed:
             return self.requested
-        if any_rank(torch.tensor(self.requested, device=device), world) and not self.requested:
+        stop = any_rank(torch.tensor(self.requested, device=device), world)
+        if stop and not self.requested:
             self.request_like_sigterm()  # another rank was signalled
-        return self.requested
+        return stop
 
     def during(self, split: str) -> EvaluationStopped:
         """What an evaluation raises when the flag is set."""
