@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,8 @@ def train(
         runner.stop = stop
         stop.defer()
         on_training()
-        with runner.logger.tracking(hparams(cfg)):  # closing waits for the trackers' queues
+        # on the way out: the trackers' queues, then the save in flight and the saver's group
+        with closing(runner.checkpointer), runner.logger.tracking(hparams(cfg)):
             profiling = (
                 debug.profiler(run_dir / "profile", runner) if cfg.runner.profile else nullcontext()
             )

@@ -294,6 +294,7 @@ class Runner:
         """Write last.pt and end the run with 128 + the signal number."""
         self._save_checkpoint()
         self.checkpointer.wait()
+        barrier(self.world)  # every rank's save is over (its collectives too) before any leaves
         saved = self.checkpointer.last if self.checkpointer.enabled else "nowhere"
         message = f"stopped by signal {self.stop.signum} at step {self.state.step}{when}"
         raise StopTraining(f"{message}; saved {saved}", self.stop.exit_code)

@@ -79,6 +79,13 @@ class Checkpointer:
         for future in pending:
             future.result()
 
+    def close(self) -> None:
+        """Everything on disk, and the writer thread gone: nothing runs on after the run."""
+        try:
+            self.wait()
+        finally:
+            self._writer.shutdown(wait=True)
+
     def _raise_failed(self) -> None:
         done = [f for f in self._pending if f.done()]
         self._pending = [f for f in self._pending if not f.done()]

@@ -197,6 +197,19 @@ class ShardedCheckpointer:
         for future in pending:
             future.result()
 
+    def close(self) -> None:
+        """The save in flight on disk, the writer thread gone, and the saves' process group
+        destroyed before the default one (shutdown in a fixed order). Takes no collective, so a
+        failing rank may call it too; a clean exit calls it after a barrier, once every rank's
+        save is over."""
+        try:
+            self.wait()
+        finally:
+            self._writer.shutdown(wait=True)
+            if self._group is not None:
+                dist.destroy_process_group(self._group)
+                self._group = None
+
     def _commit(
         self, saved: Any, meta: dict[str, Any], temp: Path, name: str, is_best: bool
     ) -> None:
