@@ -3,15 +3,16 @@ resume on another number of processes, SIGTERM, kill -9 mid-save and elastic res
 
 One chain of real CLI runs of the language model (a char transformer of two blocks, each sharded
 on its own, then the root) on a tiny corpus, shared by the tests (module fixture `runs`); the
-same seed, global batch of 8 windows (micro-batches of 4 with accumulate_grad_batches=2 under
-FSDP, so the gradient sync switch is covered), gradient clipping at 0.5 (it clips: the norm is
-taken across shards), SGD at a constant rate, 15 steps, a checkpoint every 3 steps:
+same seed, global batch of 12 windows, so that 1, 2 and 3 ranks all split it (micro-batches of
+6 with accumulate_grad_batches=2 under FSDP, so the gradient sync switch is covered), gradient
+clipping at 0.5 (it clips: the norm is taken across shards), SGD at a constant rate, 15 steps, a
+checkpoint every 3 steps:
   single    one process, the default strategy: the reference
   fsdp      2 ranks, runner.strategy=fsdp, uninterrupted
   to_one    fsdp's step-6 checkpoint (written by 2 ranks) resumed on 1 process to step 15
   to_two    to_one's step-9 checkpoint (written by 1 process) resumed on 2 ranks, saving in the
             background (runner.fsdp.async_save); SIGTERM to both ranks mid-run (exit 143), then
-            `resume=auto` on 2 ranks to step 15
+            `resume=auto` on 3 ranks to step 15 (the checkpoint SIGTERM left, of 2 ranks, on 3)
   elastic   2 ranks with --max_restarts 1: rank 1 of the first attempt kills itself (SIGKILL)
             as it writes its shard of step 9; torchrun restarts the group, which resumes from
             step 6 on its own and finishes
@@ -26,6 +27,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -43,7 +46,7 @@ TORCHRUN = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--
 COMMON = [
     "task=language_model",
     "data.block_size=16",
-    "data.batch_size=8",
+    "data.batch_size=12",
     "data.eval_batch_size=16",
     "model.n_layer=2",
     "model.n_head=2",
@@ -59,7 +62,7 @@ COMMON = [
 ]
 FSDP = [
     "runner.strategy=fsdp",  # runner.fsdp.shard_modules=[Block]: each block, then the root
-    "data.batch_size=4",
+    "data.batch_size=6",
     "runner.accumulate_grad_batches=2",
     "runner.checkpoint_every_n_steps=3",
     "runner.keep_last_k=10",
@@ -81,33 +84,47 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def start(command: list[str], **env: str) -> subprocess.Popen[str]:
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    return subprocess.Popen(command, cwd=REPO, env=environment(**env), **output)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@contextmanager
+def ended(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """A run that fails the test (a timeout, an assertion) is killed with its ranks: torchrun's
+    workers would otherwise outlive the test, each waiting on the other."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            for pid in [*children(proc.pid), proc.pid]:
+                with suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
+
+
 def launch(command: list[str], **env: str) -> str:
-    done = subprocess.run(
-        command, cwd=REPO, env=environment(**env), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout + done.stderr
+    with ended(start(command, **env)) as proc:
+        output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output[-6000:]
+    return output
 
 
 def sigterm_both_ranks(command: list[str], metrics: Path, after_step: int) -> str:
     """Run under torchrun, SIGTERM both ranks (as SLURM signals every task) once the metrics
     show `after_step`; the output of the run."""
-    proc = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env=environment(STEP_DELAY_S="0.2"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 240
-    while not (metrics.is_file() and f"\n{after_step}," in metrics.read_text()):
-        assert time.monotonic() < deadline and proc.poll() is None, "no such step"
-        time.sleep(0.02)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    for pid in children:
-        os.kill(int(pid), signal.SIGTERM)
-    return proc.communicate(timeout=240)[0]
+    with ended(start(command, STEP_DELAY_S="0.2")) as proc:
+        deadline = time.monotonic() + 240
+        while not (metrics.is_file() and f"\n{after_step}," in metrics.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None, "no such step"
+            time.sleep(0.02)
+        for pid in children(proc.pid):
+            os.kill(pid, signal.SIGTERM)
+        return proc.communicate(timeout=240)[0]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +150,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dirs["sigterm.log"].write_text(output)
     shutil.copytree(dirs["to_two"] / "checkpoints", root / "stopped")  # as SIGTERM left it
     again = [f"hydra.run.dir={dirs['to_two']}", "resume=auto"]  # replays async_save too
-    launch([*TORCHRUN, "2", *main, *again])
+    dirs["on_three.log"] = root / "on_three.log"
+    dirs["on_three.log"].write_text(launch([*TORCHRUN, "3", *main, *again]))
     elastic = [*TORCHRUN, "2", "--max_restarts", "1", "-m", "ddp_probe"]
     log = launch([*elastic, *overrides(corpus, dirs["elastic"], *FSDP)], KILL_IN_SAVE_AT_STEP="9")
     dirs["elastic.log"] = root / "elastic.log"
@@ -171,16 +189,26 @@ def test_two_rank_fsdp_matches_one_process(runs: dict[str, Path]) -> None:
     assert results[1]["world_size"] == 2
 
 
-def test_a_two_rank_checkpoint_continues_on_one_process_and_back_on_two(
-    runs: dict[str, Path],
-) -> None:
+def test_a_two_rank_checkpoint_continues_on_one_process(runs: dict[str, Path]) -> None:
     assert "Resumed from" in runs["to_one.log"].read_text()
     uninterrupted = params(runs["fsdp"] / "checkpoints" / "last")
     assert_close(params(runs["to_one"] / "checkpoints" / "last"), uninterrupted)  # 2 -> 1
-    assert_close(params(runs["to_two"] / "checkpoints" / "last"), uninterrupted)  # 1 -> 2
-    assert train_losses(runs["to_two"])["15"] == pytest.approx(
-        train_losses(runs["fsdp"])["15"], rel=1e-4
-    )
+
+
+def test_a_one_process_checkpoint_continues_on_two_ranks_and_theirs_on_three(
+    runs: dict[str, Path],
+) -> None:
+    """to_one's checkpoint resumed on 2 ranks until SIGTERM, and the checkpoint SIGTERM left
+    (2 ranks, saved in the background) resumed on 3: the parameters and the last logged loss
+    of the run that trained on 2 ranks throughout."""
+    log = runs["on_three.log"].read_text()
+    assert "Resumed from" in log and "the root sharded over 3 ranks" in log, log[-3000:]
+    last = runs["to_two"] / "checkpoints" / "last"
+    assert {"__0_0.distcp", "__1_0.distcp", "__2_0.distcp"} <= {p.name for p in last.iterdir()}
+    assert_close(params(last), params(runs["fsdp"] / "checkpoints" / "last"))  # 1 -> 2 -> 3
+    fsdp = train_losses(runs["fsdp"])
+    assert train_losses(runs["to_two"])["15"] == pytest.approx(fsdp["15"], rel=1e-4)
+    assert json.loads((runs["to_two"] / "results.json").read_text())["world_size"] == 3
 
 
 def test_sigterm_under_fsdp_writes_a_complete_sharded_checkpoint_and_exits_143(
