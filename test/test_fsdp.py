@@ -295,3 +295,12 @@ def test_either_strategy_reads_the_other_ones_checkpoint_on_one_process(
         momentum = [optimizer.state[p]["momentum_buffer"] for p in model.parameters()]
         assert len(momentum) == len(list(model.parameters()))
         assert all(m.abs().sum() > 0 for m in momentum)
+
+
+def test_cpu_offload_without_a_gpu_is_refused_in_one_line() -> None:
+    from src.launch.distributed import DeviceError, World
+    from src.training.strategy import FSDPOptions, Sharded
+
+    two_ranks = Sharded(World(world_size=2), FSDPOptions(cpu_offload=True))
+    with pytest.raises(DeviceError, match="cpu_offload=true needs device=cuda"):
+        two_ranks.wrap(torch.nn.Linear(2, 2), torch.device("cpu"))

@@ -29,7 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.nn.parallel import DistributedDataParallel
 
-from src.launch.distributed import World
+from src.launch.distributed import DeviceError, World
 from src.training.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -111,6 +111,8 @@ class Sharded(Replicated):
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
         options, root = self.options, unwrapped(model)
+        if options.cpu_offload and device.type != "cuda":  # FSDP pins the shards for the GPU
+            raise DeviceError(f"runner.fsdp.cpu_offload=true needs device=cuda (got {device})")
         mesh = init_device_mesh(device.type, (self.world.world_size,))
         precision = MixedPrecisionPolicy(
             param_dtype=DTYPES[str(Precision(options.param_dtype).value)],
