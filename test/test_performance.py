@@ -131,3 +131,8 @@ def test_kept_memory_is_not_faulted_in_again_at_every_step() -> None:
 def test_a_users_malloc_variables_win(monkeypatch) -> None:
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     assert keep_freed_memory() is False
+
+
+def test_malloc_tunables_the_user_set_win(monkeypatch) -> None:
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")
+    assert keep_freed_memory() is False

@@ -7,14 +7,13 @@ map those pages again: for the default CNN on the development machine, 1,000-5,0
 per step. Raising both thresholds keeps those blocks in the process, as PyTorch's CUDA caching
 allocator does on the GPU; a process's resident memory then stays at its peak.
 
-Only glibc (Linux) is tuned; elsewhere this does nothing. `MALLOC_*` variables set by the user
-win: glibc reads them at start, and this module leaves them alone.
+Only glibc (Linux) is tuned; elsewhere this does nothing. Malloc settings the user gives win
+(`MALLOC_*` variables, `GLIBC_TUNABLES`): glibc reads them at start, and this leaves them alone.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -24,16 +23,15 @@ KEEP_BYTES = 1 << 30  # blocks up to 1 GiB come from the heap; up to 1 GiB free 
 
 def keep_freed_memory() -> bool:
     """Tell glibc to keep freed blocks of up to KEEP_BYTES; whether it was done."""
-    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+    chosen = "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+    if not sys.platform.startswith("linux") or chosen:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):  # not glibc
+    process = ctypes.CDLL(None)  # the symbols already loaded: libc's among them
+    if not hasattr(process, "gnu_get_libc_version"):  # another C library (musl): leave it
         return False
     return bool(
-        libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) and libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
+        process.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)
+        and process.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES)
     )
 
 
